@@ -1,0 +1,95 @@
+"""Data components: ingest -> validate -> features (Feast) -> split.
+
+Thin KFP wrappers: each declares typed artifacts and calls one function of
+:mod:`kubetrade.pipeline.steps`. They are lightweight Python components whose
+``base_image`` is our image (kubetrade baked in, ``install_kfp_package=False``),
+so the same component runs under ``kfp.local.SubprocessRunner`` here and in a pod
+on Kubeflow.
+"""
+
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+
+from kubetrade.components.images import BASE_IMAGE
+
+__all__ = ["ingest_op", "validate_op", "features_op", "split_op"]
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def ingest_op(run_config: str, ohlcv: Output[Dataset], metrics: Output[Metrics]) -> None:
+    """Load OHLCV (embedded, files or synthetic) into the canonical Parquet table."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, ingest_step
+
+    summary = run_step("ingest", lambda: ingest_step(RunConfig.from_json(run_config), ohlcv.path))
+    ohlcv.metadata.update(summary)
+    for key, value in summary.items():
+        if isinstance(value, int | float):
+            metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def validate_op(
+    run_config: str,
+    ohlcv: Input[Dataset],
+    data_docs: Output[HTML],
+    quality_report: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """Great Expectations quality gate; fails the run below the score threshold."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, validate_step
+
+    summary = run_step(
+        "validate",
+        lambda: validate_step(
+            RunConfig.from_json(run_config), ohlcv.path, data_docs.path, quality_report.path
+        ),
+    )
+    for key, value in summary.items():
+        metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def features_op(
+    run_config: str,
+    ohlcv: Input[Dataset],
+    features: Output[Dataset],
+    feast_repo: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """Causal feature engineering, then a Feast repo (apply + materialize)."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, features_step
+
+    summary = run_step(
+        "features",
+        lambda: features_step(
+            RunConfig.from_json(run_config), ohlcv.path, features.path, feast_repo.path
+        ),
+    )
+    for key, value in summary.items():
+        metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def split_op(
+    run_config: str,
+    features: Input[Dataset],
+    feast_repo: Input[Artifact],
+    bundle: Output[Dataset],
+    metrics: Output[Metrics],
+) -> None:
+    """Point-in-time training table from Feast -> purged time splits -> windows."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, split_step
+
+    summary = run_step(
+        "split",
+        lambda: split_step(RunConfig.from_json(run_config), features.path, feast_repo.path, bundle.path),
+    )
+    bundle.metadata.update(summary)
+    for key, value in summary.items():
+        if isinstance(value, int | float):
+            metrics.log_metric(key, value)

@@ -1,0 +1,363 @@
+"""Typed configuration.
+
+One config tree, parsed once from YAML, validated on construction. Unknown keys
+and bad values raise :class:`~kubetrade.errors.ConfigError` whose one-line
+message names the dotted path, the bad value and what is allowed, e.g.::
+
+    config/training.yaml: training.optimizer.typo: unknown key (allowed: type, weight_decay, betas)
+
+``config/training.yaml`` is the guide's file verbatim; the extra keys kubetrade
+understands (all optional, with defaults) are documented on each field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kubetrade.errors import ConfigError
+
+__all__ = [
+    "StrictModel",
+    "TrainingConfig",
+    "PipelineConfig",
+    "load_yaml_model",
+    "load_training_config",
+    "load_pipeline_config",
+    "format_validation_error",
+    "flatten",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- training.yaml
+class CNNConfig(StrictModel):
+    input_channels: int = Field(5, ge=1, description="input features per time step (overridden by the data)")
+    hidden_dim: int = Field(256, ge=4, description="CNN output channels (sum of all branches)")
+    filter_sizes: list[int] = Field(default_factory=lambda: [3, 5, 7, 11], min_length=1)
+    num_heads: int = Field(8, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CNNConfig:
+        if any(k < 1 for k in self.filter_sizes):
+            raise ValueError(f"filter_sizes must be positive, got {self.filter_sizes}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class LSTMConfig(StrictModel):
+    hidden_dim: int = Field(128, ge=1)
+    num_layers: int = Field(2, ge=1, le=8)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class FusionConfig(StrictModel):
+    output_dim: int = Field(256, ge=4)
+    num_heads: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> FusionConfig:
+        if self.output_dim % self.num_heads:
+            raise ValueError(
+                f"output_dim ({self.output_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class ModelConfig(StrictModel):
+    type: Literal["hybrid_cnn_lstm"] = "hybrid_cnn_lstm"
+    cnn: CNNConfig = Field(default_factory=CNNConfig)
+    lstm: LSTMConfig = Field(default_factory=LSTMConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    batch_norm: bool = Field(False, description="BatchNorm1d after each conv branch")
+    layer_norm: bool = Field(True, description="LayerNorm after attention / LSTM / fusion")
+
+
+class LossWeights(StrictModel):
+    classification: float = Field(0.6, ge=0.0)
+    regression: float = Field(0.4, ge=0.0)
+
+
+class OptimizerConfig(StrictModel):
+    type: Literal["adamw", "adam", "sgd"] = "adamw"
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SchedulerConfig(StrictModel):
+    type: Literal[
+        "cosine_annealing", "cosine_annealing_warm_restarts", "reduce_on_plateau", "none"
+    ] = "cosine_annealing"
+    T_max: int = Field(100, ge=1)
+    eta_min: float = Field(1e-5, ge=0.0)
+    T_0: int = Field(10, ge=1, description="warm restarts: first cycle length (epochs)")
+    T_mult: int = Field(2, ge=1, description="warm restarts: cycle growth factor")
+    factor: float = Field(0.5, gt=0.0, lt=1.0, description="reduce_on_plateau factor")
+    patience: int = Field(5, ge=0, description="reduce_on_plateau patience (epochs)")
+
+
+class TrainingSection(StrictModel):
+    batch_size: int = Field(32, ge=1, le=65536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    num_epochs: int = Field(100, ge=1)
+    early_stopping_patience: int = Field(10, ge=0)
+    gradient_clip_norm: float = Field(1.0, gt=0.0)
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    seed: int = 42
+    monitor: Literal["val_loss", "val_sharpe_ratio"] = "val_loss"
+    compile: bool = Field(False, description="wrap the model in torch.compile")
+    max_train_windows: int | None = Field(
+        None, ge=1, description="cap on training windows (most recent kept); None = all"
+    )
+
+
+class AugmentationConfig(StrictModel):
+    noise_std: float = Field(0.01, ge=0.0, le=1.0)
+    time_shift_max: int = Field(5, ge=0)
+    magnitude_warp: bool = True
+
+
+FEATURE_NAMES = (
+    "open", "high", "low", "close", "volume", "returns", "log_returns",
+    "rsi", "macd", "bollinger_bands", "atr", "sma", "ema", "stochastic", "obv",
+    "wavelet", "fourier", "fractal", "cross_asset",
+)  # fmt: skip
+
+
+class DataSection(StrictModel):
+    sequence_length: int = Field(60, ge=2, le=2000)
+    prediction_horizon: int = Field(1, ge=1, le=250)
+    train_split: float = Field(0.7, gt=0.0, lt=1.0)
+    val_split: float = Field(0.15, gt=0.0, lt=1.0)
+    test_split: float = Field(0.15, gt=0.0, lt=1.0)
+    features: list[str] = Field(
+        default_factory=lambda: ["open", "high", "low", "close", "volume", "rsi", "macd", "bollinger_bands"],
+        min_length=1,
+    )
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    gap_days: int | None = Field(
+        None, ge=0, description="purge gap in bars between splits; default and minimum "
+        "sequence_length + prediction_horizon"
+    )
+    label_threshold: float = Field(
+        0.005, ge=0.0, description="forward return above +t is buy, below -t sell, else hold"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSection:
+        total = self.train_split + self.val_split + self.test_split
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train_split + val_split + test_split must sum to 1, got {total:g}"
+            )
+        unknown = [f for f in self.features if f not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; allowed: {list(FEATURE_NAMES)}")
+        minimum = self.sequence_length + self.prediction_horizon
+        if self.gap_days is not None and self.gap_days < minimum:
+            raise ValueError(
+                f"gap_days ({self.gap_days}) must be >= sequence_length + prediction_horizon "
+                f"({minimum}) so no window straddles two splits"
+            )
+        return self
+
+    @property
+    def purge_gap(self) -> int:
+        """Bars left out between consecutive splits."""
+        return self.gap_days if self.gap_days is not None else self.sequence_length + self.prediction_horizon
+
+
+VALIDATION_METRICS = (
+    "accuracy", "precision", "recall", "f1_score", "mse", "mae",
+    "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
+)  # fmt: skip
+
+
+class ValidationSection(StrictModel):
+    metrics: list[str] = Field(default_factory=lambda: list(VALIDATION_METRICS[:7]))
+    cv_folds: int = Field(5, ge=1, le=50)
+    time_series_split: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidationSection:
+        unknown = [m for m in self.metrics if m not in VALIDATION_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(VALIDATION_METRICS)}")
+        if not self.time_series_split:
+            raise ValueError(
+                "time_series_split: false would shuffle time and leak the future; only true is supported"
+            )
+        return self
+
+
+class HardwareSection(StrictModel):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = True
+    num_workers: int = Field(4, ge=0, le=64)
+    pin_memory: bool = True
+    nproc_per_node: int = Field(1, ge=1, le=64, description="torchrun processes per node")
+
+
+class TrainingConfig(StrictModel):
+    """The guide's ``config/training.yaml``."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    data: DataSection = Field(default_factory=DataSection)
+    validation: ValidationSection = Field(default_factory=ValidationSection)
+    hardware: HardwareSection = Field(default_factory=HardwareSection)
+
+
+# ---------------------------------------------------------------- pipeline.yaml
+class DataSourceConfig(StrictModel):
+    type: Literal["embedded", "files", "synthetic"] = "embedded"
+    paths: list[str] = Field(default_factory=list, description="files: CSV/Parquet paths")
+    column_map: dict[str, str] = Field(default_factory=dict, description="files: file column -> canonical")
+    synthetic_symbols: int = Field(10, ge=1, le=5000)
+    synthetic_years: float = Field(5.0, gt=0.0, le=100.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSourceConfig:
+        if self.type == "files" and not self.paths:
+            raise ValueError("type 'files' needs at least one entry in paths")
+        return self
+
+
+class QualityConfig(StrictModel):
+    min_score: float = Field(0.8, ge=0.0, le=1.0, description="the guide's overall_score threshold")
+    max_abs_daily_return: float = Field(0.5, gt=0.0, description="return-outlier bound")
+    max_calendar_gap_days: int = Field(10, ge=1, description="largest allowed gap between bars")
+
+
+class PipelineConfig(StrictModel):
+    """``config/pipeline.yaml``: what to run, on which data, where."""
+
+    name: str = "kubetrade-training"
+    symbols: list[str] = Field(default_factory=lambda: ["AAPL", "GOOG", "IBM", "MSFT"], min_length=1)
+    start_date: str | None = "2005-01-01"
+    end_date: str | None = "2013-03-01"
+    source: DataSourceConfig = Field(default_factory=DataSourceConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    indicators: list[str] = Field(
+        default_factory=lambda: ["rsi", "macd", "bollinger_bands", "atr"], min_length=1
+    )
+    advanced_features: list[Literal["wavelet", "fourier", "fractal", "cross_asset"]] = Field(
+        default_factory=lambda: ["wavelet", "fourier", "fractal", "cross_asset"]
+    )
+    backend: Literal["local", "kubeflow"] = "local"
+    run_root: str = Field("runs", description="run folders go under this directory")
+    training_config: str = "config/training.yaml"
+    trading_env_config: str = "config/trading_env.yaml"
+    rl_training_config: str = "config/rl_training.yaml"
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        import pandas as pd
+
+        for key in ("start_date", "end_date"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    pd.Timestamp(value)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"{key} {value!r} is not a date; use YYYY-MM-DD") from exc
+        if self.start_date and self.end_date and pd.Timestamp(self.start_date) > pd.Timestamp(self.end_date):
+            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
+        return self
+
+
+# ---------------------------------------------------------------- loading
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``source: dotted.path: message (got value)``; joined by '; '."""
+    parts = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parts.append(f"{path}: unknown key")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) and len(str(value)) > 60 else f" (got {value!r})"
+        parts.append(f"{path}: {msg}{shown}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        current = field.annotation
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+    return list(current.model_fields)
+
+
+def load_yaml_model(model: type[M], path: str | Path | None = None, data: dict[str, Any] | None = None) -> M:
+    """Parse ``path`` (or ``data``) into ``model``; every problem raises ConfigError."""
+    source = str(path) if path is not None else model.__name__
+    if data is None:
+        if path is None:
+            return model()
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        msg = format_validation_error(exc, source)
+        extras = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if extras:
+            allowed = _allowed_keys(model, tuple(extras[0]["loc"]))
+            if allowed:
+                msg += f" (allowed: {', '.join(allowed)})"
+        raise ConfigError(msg) from None
+
+
+def load_training_config(path: str | Path | None = "config/training.yaml") -> TrainingConfig:
+    """Load the guide's training config (defaults when ``path`` is None)."""
+    return load_yaml_model(TrainingConfig, path)
+
+
+def load_pipeline_config(path: str | Path | None = "config/pipeline.yaml") -> PipelineConfig:
+    """Load the pipeline config (defaults when ``path`` is None)."""
+    return load_yaml_model(PipelineConfig, path)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts/models to ``{"a.b.c": value}`` (for MLflow params)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    out[prefix.rstrip(".")] = data
+    return out

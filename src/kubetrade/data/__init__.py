@@ -1,0 +1,1 @@
+"""Data: sources, quality gate, features, feature store, splits and windows."""
