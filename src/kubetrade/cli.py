@@ -57,10 +57,11 @@ def run(
     config: ConfigOpt = Path("config/pipeline.yaml"),
     set_: SetOpt = None,
     run_root: Annotated[Path | None, typer.Option(help="where run folders go")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream every task log")] = False,
 ) -> None:
     """Run the whole pipeline locally (kfp local runner) and print a summary."""
     from kubetrade.pipeline.runner import run_local
-    from kubetrade.pipeline.steps import load_run_config
+    from kubetrade.pipeline.steps import load_market_data, load_run_config
 
     cfg = load_run_config(config, _overrides(set_))
     p = cfg.pipeline
@@ -68,28 +69,21 @@ def run(
         f"[bold]kubetrade run[/]: {', '.join(p.symbols)} {p.start_date}..{p.end_date} "
         f"(source: {p.source.type}, backend: {p.backend})"
     )
-    result = run_local(cfg, run_root)
+    load_market_data(p)  # fail fast on unknown symbols / dates, before any run folder exists
+    result = run_local(cfg, run_root, verbose=verbose)
     _print_summary(result)
 
 
 def _print_summary(result: Any) -> None:
-    import json
-
-    table = Table(title=f"run {result.run_dir.name} — {result.seconds:.0f}s", show_lines=False)
-    table.add_column("step")
+    table = Table(title=f"run {result.run_dir.name} finished in {result.seconds:.0f}s")
+    table.add_column("step", style="bold")
     table.add_column("metrics")
-    for task, files in result.outputs.items():
-        metrics_path = files.get("metrics")
-        text = ""
-        if metrics_path and Path(metrics_path).is_file():
-            try:
-                data = json.loads(Path(metrics_path).read_text())
-                text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items())
-            except (ValueError, OSError):
-                text = ""
-        table.add_row(task, text)
+    for task, info in result.outputs.items():
+        items = info["metrics"].items()
+        text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
+        table.add_row(task.removesuffix("-op"), text)
     out.print(table)
-    out.print(f"artifacts: {result.run_dir}")
+    out.print(f"artifacts: {result.run_dir}  (full log: {result.run_dir / 'pipeline.log'})")
 
 
 @app.command("compile")

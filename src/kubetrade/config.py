@@ -12,11 +12,19 @@ understands (all optional, with defaults) are documented on each field.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kubetrade.errors import ConfigError
 
@@ -267,6 +275,12 @@ class PipelineConfig(StrictModel):
     training_config: str = "config/training.yaml"
     trading_env_config: str = "config/trading_env.yaml"
     rl_training_config: str = "config/rl_training.yaml"
+
+    @field_validator("start_date", "end_date", mode="before")
+    @classmethod
+    def _date_to_text(cls, value: Any) -> Any:
+        # YAML turns unquoted 2010-01-01 into a date; accept it
+        return value.isoformat() if isinstance(value, date) else value
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

@@ -11,15 +11,18 @@ log stay, in ``FAILED.json``).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kubetrade.errors import KubetradeError
 from kubetrade.pipeline.component_runtime import ERROR_FILE_ENV
@@ -51,18 +54,78 @@ def _new_run_dir(run_root: Path) -> Path:
 
 
 def _collect_outputs(run_dir: Path) -> dict[str, Any]:
-    """Task name -> {artifact name: path} for everything kfp wrote under run_dir."""
+    """Task name -> {"artifacts": {name: path}, "metrics": {...}} from kfp's outputs."""
     outputs: dict[str, Any] = {}
-    for pipeline_dir in run_dir.iterdir():
+    for pipeline_dir in sorted(run_dir.iterdir()):
         if not pipeline_dir.is_dir() or pipeline_dir.name.startswith("."):
             continue
-        for task_dir in sorted(p for p in pipeline_dir.iterdir() if p.is_dir()):
-            outputs[task_dir.name] = {p.name: str(p) for p in sorted(task_dir.iterdir())}
+        for task_dir in sorted(p for p in pipeline_dir.rglob("*") if (p / "executor_output.json").is_file()):
+            executor = json.loads((task_dir / "executor_output.json").read_text(encoding="utf-8"))
+            metrics: dict[str, Any] = {}
+            artifacts: dict[str, str] = {}
+            for name, entry in executor.get("artifacts", {}).items():
+                for art in entry.get("artifacts", []):
+                    artifacts[name] = art.get("uri", "")
+                    if name == "metrics":
+                        metrics.update(art.get("metadata", {}))
+            key = str(task_dir.relative_to(pipeline_dir))
+            outputs[key] = {"artifacts": artifacts, "metrics": metrics}
     return outputs
 
 
-def run_local(run: RunConfig, run_root: str | Path | None = None) -> RunResult:
-    """Run the whole pipeline locally through ``kfp.local``; raise on failure."""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _ProgressTee(io.TextIOBase):
+    """Stands in for sys.stdout during a run: everything goes to ``pipeline.log``;
+    the console gets one line per task start/finish and kubetrade's own step lines
+    (or everything, with ``verbose``)."""
+
+    def __init__(self, log_path: Path, console: TextIO, verbose: bool) -> None:
+        self._log = log_path.open("a", encoding="utf-8")
+        self._console = console
+        self._verbose = verbose
+        self._buf = ""
+
+    def write(self, s: str) -> int:
+        self._log.write(s)
+        self._buf += s
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self._emit(_ANSI.sub("", line))
+        return len(s)
+
+    def _emit(self, line: str) -> None:
+        text = line.strip()
+        if self._verbose:
+            self._console.write(line + "\n")
+        elif "[kubetrade]" in text:
+            self._console.write("  " + text.split("[kubetrade]", 1)[1].strip() + "\n")
+        elif "Executing task" in text:
+            self._console.write("▶ " + text.split("Executing task", 1)[1].strip(" '") + "\n")
+        elif "finished with status" in text and "Task" in text:
+            self._console.write("  " + text.split(" - ", 2)[-1].strip() + "\n")
+        else:
+            return
+        self._console.flush()
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._console.flush()
+
+    def close(self) -> None:
+        if self._buf:
+            self._log.write(self._buf)
+        self._log.close()
+
+
+def run_local(
+    run: RunConfig, run_root: str | Path | None = None, verbose: bool = False
+) -> RunResult:
+    """Run the whole pipeline locally through ``kfp.local``; raise on failure.
+
+    Full task logs go to ``<run_dir>/pipeline.log``; the console shows progress.
+    """
     from kfp import local
 
     from kubetrade.pipelines.training import training_pipeline
@@ -84,12 +147,18 @@ def run_local(run: RunConfig, run_root: str | Path | None = None) -> RunResult:
         raise_on_error=True,
     )
     start = time.perf_counter()
+    tee = _ProgressTee(run_dir / "pipeline.log", sys.stderr, verbose)
     try:
-        training_pipeline(run_config=run.to_json())
+        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
+            # expected here: display names and our base image are no-ops locally
+            warnings.filterwarnings("ignore", module=r"kfp\.local.*")
+            training_pipeline(run_config=run.to_json())
     except Exception as exc:  # kfp raises RuntimeError for a failed task
+        tee.close()
         _fail(run_dir, error_file, exc)
     finally:
         os.environ.pop(ERROR_FILE_ENV, None)
+    tee.close()
     result = RunResult(run_dir=run_dir, seconds=time.perf_counter() - start)
     result.outputs = _collect_outputs(run_dir)
     (run_dir / "SUCCEEDED").write_text(f"{result.seconds:.1f}s\n", encoding="utf-8")
@@ -101,11 +170,18 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
         info = json.loads(error_file.read_text(encoding="utf-8"))
         message = info["message"]
         step = info["step"]
-    else:
-        step, message = "pipeline", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    else:  # a crash, not a user error: name the task and the exception from its log
+        text = _ANSI.sub("", str(exc))
+        task = re.search(r"Inner task failed: '([^']+)'", text)
+        step = task.group(1) if task else "pipeline"
+        log = run_dir / "pipeline.log"
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+        errors = [ln.strip() for ln in lines if re.match(r"\s*[\w.]+(Error|Exception|Exit)\b", ln)]
+        cause = errors[-1] if errors else text.splitlines()[0] if text else type(exc).__name__
+        message = f"{cause} (full log: {log})"
     # nothing half-written survives a failed run: drop every task output
     for child in run_dir.iterdir():
-        if child.is_dir():
+        if child.is_dir() and child.name != "logs":
             shutil.rmtree(child, ignore_errors=True)
     with contextlib.suppress(OSError):
         error_file.unlink()

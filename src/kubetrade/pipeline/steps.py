@@ -149,9 +149,10 @@ def validate_step(
     df = pd.read_parquet(data_path)
     validator = DataQualityValidator.from_config(run.pipeline.quality)
     report = validator.validate_batch(df)
-    docs_dir = Path(docs_path).parent / "data_docs"
-    index = write_data_docs(validator, docs_dir)
-    shutil.copyfile(index, docs_path)
+    # the full GE site goes beside the artifacts; the HTML artifact is its validation page
+    site_dir = Path(docs_path).parent / "data_docs_site"
+    page = write_data_docs(report, site_dir, page="validation")
+    shutil.copyfile(page, docs_path)
     if report_path is not None:
         _write_json(report.to_dict(), report_path)
     if not report.passed:
@@ -196,7 +197,7 @@ def split_step(
     from kubetrade.data.splits import prepare_datasets, save_bundle
 
     feats = pd.read_parquet(features_path)
-    store = FeatureStoreBuilder.open(Path(feast_repo))
+    store = FeatureStoreBuilder(Path(feast_repo))
     table = training_table(store, feats)
     bundle = prepare_datasets(table, run.training)
     save_bundle(bundle, bundle_path)

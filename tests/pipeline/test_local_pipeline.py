@@ -1,0 +1,114 @@
+"""The whole pipeline through kfp's real local runner (SubprocessRunner), tiny config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from kubetrade.data.splits import load_bundle
+from kubetrade.pipeline.runner import PipelineRunError, run_local
+from kubetrade.pipeline.steps import load_run_config
+
+
+def tiny_config(tmp_path: Path, **pipeline_overrides) -> Path:
+    """Pipeline + training config for a fast run: 2 symbols, 4 years, short windows."""
+    training = yaml.safe_load(Path("config/training.yaml").read_text())
+    training["data"]["sequence_length"] = 20
+    (tmp_path / "training.yaml").write_text(yaml.safe_dump(training))
+    pipeline = yaml.safe_load(Path("config/pipeline.yaml").read_text())
+    pipeline.update(
+        symbols=["AAPL", "IBM"],
+        start_date="2009-01-01",
+        end_date="2013-03-01",
+        advanced_features=["fractal", "cross_asset"],
+        run_root=str(tmp_path / "runs"),
+        training_config=str(tmp_path / "training.yaml"),
+    )
+    pipeline.update(pipeline_overrides)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    return path
+
+
+def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
+    run = load_run_config(tiny_config(tmp_path))
+    result = run_local(run)
+    assert (result.run_dir / "SUCCEEDED").is_file()
+    tasks = {k.removesuffix("-op"): v for k, v in result.outputs.items()}
+    assert list(tasks) == sorted(["ingest", "validate", "features", "split"])
+    assert tasks["validate"]["metrics"]["overall_score"] == 1.0
+    docs = Path(tasks["validate"]["artifacts"]["data_docs"])
+    assert "<html" in docs.read_text(errors="replace").lower()
+    ohlcv = pd.read_parquet(tasks["ingest"]["artifacts"]["ohlcv"])
+    assert sorted(ohlcv["symbol"].unique()) == ["AAPL", "IBM"]
+    feast_repo = Path(tasks["features"]["artifacts"]["feast_repo"])
+    assert (feast_repo / "feature_store.yaml").is_file()
+    bundle = load_bundle(tasks["split"]["artifacts"]["bundle"])
+    assert min(len(bundle.train), len(bundle.val), len(bundle.test)) > 50
+    assert bundle.train.timestamps.max() < bundle.val.timestamps.min()
+    assert bundle.val.timestamps.max() < bundle.test.timestamps.min()
+    assert np.isfinite(bundle.train.X).all()
+    assert (result.run_dir / "pipeline.log").stat().st_size > 0
+
+
+def _corrupt(tmp_path: Path, how: str) -> Path:
+    from kubetrade.data.sources import load_embedded, select
+
+    df = select(load_embedded(), ["AAPL", "IBM"], "2009-01-01", "2013-03-01")
+    if how == "nan":
+        df.loc[df.index[::50], "close"] = np.nan
+    elif how == "high_below_low":
+        df.loc[df.index[::40], "high"] = df.loc[df.index[::40], "low"] * 0.9
+    path = tmp_path / f"{how}.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(("how", "expected"), [("nan", "null"), ("high_below_low", "high")])
+def test_bad_data_stops_at_the_gate_and_leaves_nothing_behind(tmp_path, how, expected):
+    cfg = tiny_config(
+        tmp_path, source={"type": "files", "paths": [str(_corrupt(tmp_path, how))]}
+    )
+    run = load_run_config(cfg)
+    with pytest.raises(PipelineRunError) as err:
+        run_local(run)
+    msg = str(err.value)
+    assert msg.startswith("step 'validate' failed: data quality gate failed")
+    assert expected in msg.lower()
+    run_dir = next((tmp_path / "runs").iterdir())
+    failed = json.loads((run_dir / "FAILED.json").read_text())
+    assert failed["step"] == "validate"
+    # no task output survives (nothing half-written), and features/split never ran
+    assert not [p for p in run_dir.iterdir() if p.is_dir()]
+    log = (run_dir / "pipeline.log").read_text()
+    assert "features: started" not in log and "split: started" not in log
+
+
+def test_cli_run_failure_is_one_line_and_nonzero(tmp_path):
+    cfg = tiny_config(tmp_path, symbols=["AAPL", "TSLA"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetrade", "run", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "TSLA" in errors[0] and "AAPL" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()  # failed before any run folder was made
+
+
+def test_compile_writes_a_loadable_pipeline(tmp_path):
+    from kubetrade.pipeline.runner import compile_pipeline
+
+    path = compile_pipeline(tmp_path / "p.yaml", load_run_config(tiny_config(tmp_path)))
+    spec = yaml.safe_load(path.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"ingest-op", "validate-op", "features-op", "split-op"}
+    assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "validate-op"]
