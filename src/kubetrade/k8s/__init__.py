@@ -1,0 +1,77 @@
+"""Cluster side: PyTorchJob and Katib Experiment resources, and a launcher that waits for them.
+
+Nothing here needs a cluster to import or to build objects; only
+:func:`~kubetrade.k8s.launcher.kube_clients` talks to one.
+"""
+
+from kubetrade.k8s.katib import (
+    ALGORITHMS,
+    KATIB_METRIC_REGEX,
+    TRIAL_NAME_PLACEHOLDER,
+    BestTrial,
+    Choice,
+    ExperimentProgress,
+    IntRange,
+    LogUniform,
+    MedianStop,
+    SearchSpace,
+    TrialMetric,
+    Uniform,
+    best_trial_from_status,
+    build_experiment,
+    experiment_progress,
+    format_metric_line,
+    parse_metric_lines,
+)
+from kubetrade.k8s.launcher import (
+    CustomResourceLauncher,
+    WaitResult,
+    kube_clients,
+    master_pod_selector,
+    run_experiment,
+    run_pytorchjob,
+)
+from kubetrade.k8s.pytorchjob import (
+    ClusterTrainingProfile,
+    SecretRef,
+    Toleration,
+    build_pytorchjob,
+    cluster_profile_from_configmap,
+    current_namespace,
+    load_cluster_profile,
+    trainer_command,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "KATIB_METRIC_REGEX",
+    "TRIAL_NAME_PLACEHOLDER",
+    "BestTrial",
+    "Choice",
+    "ClusterTrainingProfile",
+    "CustomResourceLauncher",
+    "ExperimentProgress",
+    "IntRange",
+    "LogUniform",
+    "MedianStop",
+    "SearchSpace",
+    "SecretRef",
+    "Toleration",
+    "TrialMetric",
+    "Uniform",
+    "WaitResult",
+    "best_trial_from_status",
+    "build_experiment",
+    "build_pytorchjob",
+    "cluster_profile_from_configmap",
+    "current_namespace",
+    "experiment_progress",
+    "format_metric_line",
+    "kube_clients",
+    "load_cluster_profile",
+    "master_pod_selector",
+    "parse_metric_lines",
+    "run_experiment",
+    "run_pytorchjob",
+    "trainer_command",
+]

@@ -1,0 +1,794 @@
+"""kubetrade.k8s: PyTorchJob and Katib builders, the search space, and the launcher.
+
+The only fake in this file is the Kubernetes API server (``FakeCustomObjectsApi`` and
+``FakeCoreV1Api``: scripted object statuses, pods and logs) — nothing else can stand in
+for a cluster here. Everything else is real: the kubeflow-training and kubernetes
+clients' (de)serializers, Optuna studies, Katib's metric regex.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from typing import Any
+
+import optuna
+import pytest
+from kubeflow.training.api_client import ApiClient as TrainingApiClient
+from kubeflow.training.models import KubeflowOrgV1PyTorchJob
+from kubeflow.training.utils.utils import FakeResponse
+from kubernetes.client import (
+    ApiException,
+    V1ConfigMap,
+    V1ContainerState,
+    V1ContainerStateTerminated,
+    V1ContainerStatus,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodList,
+    V1PodStatus,
+)
+from urllib3 import HTTPResponse
+
+from kubetrade.errors import ConfigError, TrainingError
+from kubetrade.k8s import (
+    ALGORITHMS,
+    KATIB_METRIC_REGEX,
+    TRIAL_NAME_PLACEHOLDER,
+    ClusterTrainingProfile,
+    CustomResourceLauncher,
+    MedianStop,
+    SearchSpace,
+    best_trial_from_status,
+    build_experiment,
+    build_pytorchjob,
+    cluster_profile_from_configmap,
+    format_metric_line,
+    load_cluster_profile,
+    master_pod_selector,
+    parse_metric_lines,
+    run_experiment,
+    run_pytorchjob,
+)
+
+GUIDE_SPACE = {
+    "learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-2},
+    "batch_size": {"type": "choice", "values": [16, 32, 64, 128]},
+    "hidden_dim": {"type": "choice", "values": [128, 256, 512]},
+    "num_layers": {"type": "int", "low": 1, "high": 4},
+    "dropout": {"type": "uniform", "low": 0.1, "high": 0.5},
+}
+IMAGE = "kubetrade/base:0.1.0"
+
+# Env vars the Training Operator v1.9 sets on PyTorchJob pods with a Master
+# (pkg/controller.v1/pytorch/envvar.go, master.go).
+OPERATOR_ENV = {
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "PET_NPROC_PER_NODE",
+    "PET_NODE_RANK",
+    "PET_NNODES",
+    "PYTHONUNBUFFERED",
+}
+
+
+# ------------------------------------------------------------------ PyTorchJob
+def _roundtrip(job: dict[str, Any]) -> dict[str, Any]:
+    client = TrainingApiClient()
+    model = client.deserialize(FakeResponse(job), "KubeflowOrgV1PyTorchJob")
+    assert isinstance(model, KubeflowOrgV1PyTorchJob)
+    return client.sanitize_for_serialization(model)
+
+
+def _gpu_job() -> dict[str, Any]:
+    return build_pytorchjob(
+        "train-gpu",
+        namespace="kubetrade",
+        image="kubetrade/trainer:0.1.0",
+        args=["--bundle", "/data/bundle", "--config", "/data/cfg.yaml", "--out", "/data/out"],
+        num_workers=3,
+        nproc_per_node=2,
+        gpus_per_worker=2,
+        cpu_request="4",
+        cpu_limit="8",
+        memory_request="16Gi",
+        memory_limit="32Gi",
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        node_selector={"nvidia.com/gpu.present": "true"},
+        env={"MLFLOW_TRACKING_URI": "http://kubetrade-mlflow:5000"},
+        secret_env={"AWS_SECRET_ACCESS_KEY": {"secret": "kubetrade-minio", "key": "root-password"}},
+        pvc_name="kubetrade-data",
+        service_account="kubetrade-trainer",
+        active_deadline_seconds=7200,
+    )
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        build_pytorchjob("train-cpu", image=IMAGE, args=["--bundle", "/b"]),
+        _gpu_job(),
+    ],
+    ids=["cpu-master-only", "gpu-workers-tolerations-secrets-pvc"],
+)
+def test_pytorchjob_roundtrips_through_kubeflow_training_models(job: dict[str, Any]) -> None:
+    # The generated models drop unknown keys, so any typo or misplaced field shows up here.
+    assert _roundtrip(job) == job
+
+
+def test_pytorchjob_layout_and_hardening() -> None:
+    job = _gpu_job()
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "PyTorchJob"
+    spec = job["spec"]
+    assert spec["nprocPerNode"] == "2"
+    assert spec["runPolicy"] == {
+        "backoffLimit": 2,
+        "cleanPodPolicy": "None",
+        "activeDeadlineSeconds": 7200,
+        "ttlSecondsAfterFinished": 86400,
+    }
+    replicas = spec["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 3
+    for replica in replicas.values():
+        pod = replica["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == "kubetrade-trainer"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["tolerations"] == [
+            {"operator": "Exists", "key": "nvidia.com/gpu", "effect": "NoSchedule"}
+        ]
+        (container,) = pod["containers"]
+        assert container["name"] == "pytorch"
+        assert container["ports"][0]["name"] == "pytorchjob-port"
+        ctx = container["securityContext"]
+        assert ctx["readOnlyRootFilesystem"] is True
+        assert ctx["allowPrivilegeEscalation"] is False
+        assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == 1000
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes[mounts["/tmp"]]["emptyDir"] == {}
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+        assert volumes[mounts["/data"]]["persistentVolumeClaim"] == {"claimName": "kubetrade-data"}
+        env = {e["name"]: e for e in container["env"]}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kubetrade-minio",
+            "key": "root-password",
+        }
+        assert env["HOME"]["value"] == "/tmp"
+
+
+def test_trainer_command_is_torchrun_fed_by_operator_env() -> None:
+    job = build_pytorchjob("t", image=IMAGE, args=["--bundle", "/data/b", "--out", "/data/o"])
+    container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    command = container["command"]
+    assert command[0] == "torchrun"
+    assert command[-2:] == ["-m", "kubetrade.training.run"]
+    referenced = set(re.findall(r"\$\((\w+)\)", " ".join(command)))
+    assert referenced and referenced <= OPERATOR_ENV
+    assert container["args"] == ["--bundle", "/data/b", "--out", "/data/o"]
+    single = build_pytorchjob("t", image=IMAGE, launcher="python")
+    assert single["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
+        "command"
+    ] == ["python", "-m", "kubetrade.training.run"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"name": "Bad_Name"}, "not a valid Kubernetes name"),
+        ({"image": "kubetrade/base:latest"}, "':latest'"),
+        ({"image": "kubetrade/base"}, "has no tag"),
+        ({"nproc_per_node": 4, "gpus_per_worker": 2}, "exceeds gpus_per_worker"),
+        ({"cpu_request": "4", "cpu_limit": "2"}, "cpu request 4 is larger"),
+        ({"memory_limit": "lots"}, "not a Kubernetes quantity"),
+        ({"launcher": "python", "nproc_per_node": 2}, "use launcher='torchrun'"),
+        ({"restart_policy": "Sometimes"}, "restart_policy"),
+        ({"tolerations": [{"operator": "Exists", "value": "x"}]}, "takes no value"),
+        ({"env": {"1BAD": "x"}}, "environment variable name"),
+        ({"data_mount_path": "/tmp"}, "data_mount_path"),
+        ({"shm_size": "8Gi", "memory_limit": "4Gi"}, "exceeds memory limit"),
+    ],
+)
+def test_pytorchjob_rejects_bad_values(kwargs: dict[str, Any], fragment: str) -> None:
+    params: dict[str, Any] = {"name": "job", "image": IMAGE} | kwargs
+    name = params.pop("name")
+    with pytest.raises((ConfigError, ValueError), match=re.escape(fragment)):
+        build_pytorchjob(name, **params)
+
+
+def test_image_digest_is_accepted() -> None:
+    digest = "kubetrade/base@sha256:" + "a" * 64
+    job = build_pytorchjob("job", image=digest)
+    pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == digest
+
+
+def test_cluster_profile_builds_jobs_and_rejects_unknown_keys(tmp_path: Any) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text(
+        "image: kubetrade/trainer:0.1.0\nnum_workers: 2\ngpus_per_worker: 1\n"
+        "node_selector: {pool: gpu}\n"
+        "tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]\n"
+    )
+    profile = load_cluster_profile(path)
+    job = profile.build("train-x", ["--bundle", "/data/b"], namespace="team-a")
+    assert job["metadata"]["namespace"] == "team-a"
+    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
+    assert _roundtrip(job) == job
+    path.write_text("image: kubetrade/trainer:0.1.0\ngpus: 1\n")
+    with pytest.raises(ConfigError, match="gpus: unknown key"):
+        load_cluster_profile(path)
+
+
+def test_cluster_profile_namespace_defaults_to_the_pods(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBETRADE_NAMESPACE", "kubeflow")
+    profile = ClusterTrainingProfile(image=IMAGE)
+    assert profile.build("j", [])["metadata"]["namespace"] == "kubeflow"
+
+
+def test_cluster_profile_from_configmap() -> None:
+    class Core:
+        def read_namespaced_config_map(self, name: str, namespace: str) -> V1ConfigMap:
+            assert (name, namespace) == ("kubetrade-cluster-profile", "ns1")
+            return V1ConfigMap(data={"profile.yaml": f"image: {IMAGE}\nnum_workers: 1\n"})
+
+    profile = cluster_profile_from_configmap(Core(), "ns1")
+    assert profile.num_workers == 1 and profile.image == IMAGE
+
+
+# ------------------------------------------------------------------ search space
+def test_search_space_parses_the_guides_space_and_round_trips() -> None:
+    space = SearchSpace.from_dict(GUIDE_SPACE)
+    assert space.names == list(GUIDE_SPACE)
+    assert SearchSpace.from_dict(space.to_dict()).to_dict() == space.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"type": "normal", "low": 0, "high": 1}, "unknown distribution type 'normal'"),
+        ({"low": 0, "high": 1}, "unknown distribution type None"),
+        ({"type": "loguniform", "low": 0.0, "high": 1.0}, "low > 0"),
+        ({"type": "uniform", "low": 0.5, "high": 0.1}, "low < high"),
+        ({"type": "int", "low": 4, "high": 4}, "low < high"),
+        ({"type": "int", "low": 0, "high": 5, "step": 2}, "multiple of step"),
+        ({"type": "choice", "values": []}, "at least 1 item"),
+        ({"type": "choice", "values": [1, 1]}, "distinct"),
+        ({"type": "uniform", "low": 0, "high": 1, "sigma": 2}, "sigma: unknown key"),
+        ("0.1", "must be a mapping"),
+    ],
+)
+def test_search_space_errors_name_the_parameter(spec: Any, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.from_dict({"lr": spec})
+    assert "'lr'" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_search_space_rejects_bad_names_and_empty() -> None:
+    with pytest.raises(ConfigError, match="parameter name"):
+        SearchSpace.from_dict({"1lr": {"type": "uniform", "low": 0, "high": 1}})
+    with pytest.raises(ConfigError, match="empty"):
+        SearchSpace.from_dict({})
+
+
+def test_search_space_from_yaml(tmp_path: Any) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}\n")
+    assert SearchSpace.from_yaml(path).names == ["lr"]
+    path.write_text("lr: {type: loguniform, low: -1, high: 1}\n")
+    with pytest.raises(ConfigError, match=re.escape(str(path))):
+        SearchSpace.from_yaml(path)
+
+
+def test_suggest_with_a_real_optuna_study() -> None:
+    space = SearchSpace.from_dict(GUIDE_SPACE)
+    seen: list[dict[str, Any]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        values = space.suggest(trial)
+        seen.append(values)
+        return -abs(math.log10(values["learning_rate"]) + 3.5) - values["dropout"]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, n_trials=12)
+    for values in seen:
+        assert 1e-5 <= values["learning_rate"] <= 1e-2
+        assert values["batch_size"] in {16, 32, 64, 128} and isinstance(values["batch_size"], int)
+        assert values["hidden_dim"] in {128, 256, 512}
+        assert isinstance(values["num_layers"], int) and 1 <= values["num_layers"] <= 4
+        assert 0.1 <= values["dropout"] <= 0.5
+    assert space.cast(study.best_params) == study.best_params
+    # ask/tell with fixed distributions (the Katib-style "suggestion service" flow)
+    trial = study.ask(fixed_distributions=space.to_optuna_distributions())
+    assert set(trial.params) == set(GUIDE_SPACE)
+
+
+def test_cast_turns_katib_strings_into_typed_values() -> None:
+    space = SearchSpace.from_dict(GUIDE_SPACE)
+    typed = space.cast(
+        {
+            "learning_rate": "0.00031",
+            "batch_size": "64",
+            "hidden_dim": "256",
+            "num_layers": "3",
+            "dropout": "0.25",
+        }
+    )
+    assert typed == {
+        "learning_rate": 0.00031,
+        "batch_size": 64,
+        "hidden_dim": 256,
+        "num_layers": 3,
+        "dropout": 0.25,
+    }
+    good = {"learning_rate": "1e-3", "batch_size": "64", "hidden_dim": "256", "num_layers": "1"}
+    with pytest.raises(ConfigError, match="'num_layers'.*outside"):
+        space.cast(good | {"num_layers": "9", "dropout": "0.2"})
+    with pytest.raises(ConfigError, match="'batch_size'.*not one of"):
+        space.cast(good | {"batch_size": "48", "dropout": "0.2"})
+    with pytest.raises(ConfigError, match="unknown parameters"):
+        space.cast(good | {"dropout": "0.2", "momentum": "0.9"})
+
+
+def test_grid() -> None:
+    space = SearchSpace.from_dict(
+        {
+            "dropout": {"type": "uniform", "low": 0.1, "high": 0.5, "step": 0.2},
+            "num_layers": {"type": "int", "low": 1, "high": 4},
+            "batch_size": {"type": "choice", "values": [32, 64]},
+        }
+    )
+    grid = space.grid()
+    assert grid["num_layers"] == [1, 2, 3, 4] and grid["batch_size"] == [32, 64]
+    assert grid["dropout"] == pytest.approx([0.1, 0.3, 0.5])
+    assert space.grid_size() == 24
+    assert SearchSpace.from_dict(GUIDE_SPACE).grid_size() is None
+
+
+# ------------------------------------------------------------------ metrics
+@pytest.mark.parametrize("value", [1.0, -0.5, 0.0, 1e-05, 123456789.0, 3.14159e20, -2.5e-12, 7])
+def test_metric_lines_parse_with_katibs_default_filter(value: float) -> None:
+    line = format_metric_line("val_sharpe_ratio", value, val_loss=0.125)
+    matches = re.findall(KATIB_METRIC_REGEX, line)
+    assert [(m[0], float(m[1])) for m in matches] == [
+        ("val_sharpe_ratio", float(value)),
+        ("val_loss", 0.125),
+    ]
+
+
+def test_metric_line_rejects_non_finite_and_bad_names() -> None:
+    with pytest.raises(TrainingError, match="diverged"):
+        format_metric_line("val_loss", float("nan"))
+    with pytest.raises(ValueError, match="must match"):
+        format_metric_line("val loss", 1.0)
+
+
+def test_parse_metric_lines_reads_a_training_log() -> None:
+    log = "\n".join(
+        [
+            "epoch 1/3 starting",
+            format_metric_line("val_sharpe_ratio", 0.5, val_loss=0.9),
+            "INFO lr=0.001 warming up",
+            format_metric_line("val_sharpe_ratio", 0.75, val_loss=0.7),
+        ]
+    )
+    parsed = parse_metric_lines(log)
+    assert parsed["val_sharpe_ratio"] == [0.5, 0.75]
+    assert parsed["val_loss"] == [0.9, 0.7]
+    assert parsed["lr"] == [0.001]  # Katib would record this too if it were a metric name
+
+
+# ------------------------------------------------------------------ Katib experiment
+def test_build_experiment_structure() -> None:
+    exp = build_experiment(
+        "tune-hybrid",
+        search_space=GUIDE_SPACE,
+        trial_image=IMAGE,
+        trial_args=["--bundle", "/data/b", "--out", f"/data/tune/{TRIAL_NAME_PLACEHOLDER}"],
+        additional_metrics=["val_loss"],
+        goal=2.0,
+        early_stopping=MedianStop(min_trials_required=3, start_step=5),
+        job_options={"pvc_name": "kubetrade-data", "cpu_limit": "1"},
+    )
+    assert exp["apiVersion"] == "kubeflow.org/v1beta1" and exp["kind"] == "Experiment"
+    spec = exp["spec"]
+    assert spec["objective"]["type"] == "maximize"
+    assert spec["objective"]["objectiveMetricName"] == "val_sharpe_ratio"
+    assert spec["objective"]["additionalMetricNames"] == ["val_loss"]
+    assert spec["metricsCollectorSpec"]["collector"] == {"kind": "StdOut"}
+    params = {p["name"]: p for p in spec["parameters"]}
+    assert params["learning_rate"] == {
+        "name": "learning_rate",
+        "parameterType": "double",
+        "feasibleSpace": {"min": "1e-05", "max": "0.01", "distribution": "logUniform"},
+    }
+    assert params["batch_size"]["parameterType"] == "categorical"
+    assert params["batch_size"]["feasibleSpace"]["list"] == ["16", "32", "64", "128"]
+    assert params["num_layers"]["feasibleSpace"] == {"min": "1", "max": "4"}
+    template = spec["trialTemplate"]
+    assert template["primaryContainerName"] == "pytorch"
+    assert (
+        template["successCondition"] == 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
+    )
+    assert template["failureCondition"] == 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+    trial_job = template["trialSpec"]
+    assert "name" not in trial_job["metadata"] and "namespace" not in trial_job["metadata"]
+    master = trial_job["spec"]["pytorchReplicaSpecs"]["Master"]
+    assert master["restartPolicy"] == "Never"
+    assert trial_job["spec"]["runPolicy"]["backoffLimit"] == 0
+    args = master["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["--bundle", "/data/b", "--out"]
+    assert "--hparam" in args and "learning_rate=${trialParameters.learning_rate}" in args
+    # every trialParameter appears in the trial spec and references a parameter (or meta key)
+    text = str(trial_job)
+    names = {p["name"] for p in spec["parameters"]}
+    for tp in template["trialParameters"]:
+        assert "${trialParameters." + tp["name"] + "}" in text
+        assert tp["reference"] in names or tp["reference"] == "${trialSpec.Name}"
+    assert _roundtrip({**trial_job, "metadata": {"name": "x"}})["spec"] == trial_job["spec"]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_supported_algorithm_builds(algorithm: str) -> None:
+    space: dict[str, Any] = dict(GUIDE_SPACE)
+    settings: dict[str, str] = {}
+    if algorithm == "grid":
+        space = {
+            "dropout": {"type": "uniform", "low": 0.1, "high": 0.5, "step": 0.1},
+            "num_layers": {"type": "int", "low": 1, "high": 4},
+        }
+    if algorithm == "hyperband":
+        space = dict(space, num_epochs={"type": "int", "low": 5, "high": 40})
+        settings = {"resource_name": "num_epochs", "eta": "3", "r_l": "9"}
+    exp = build_experiment(
+        "tune-" + algorithm,
+        search_space=space,
+        trial_image=IMAGE,
+        algorithm=algorithm,
+        algorithm_settings=settings,
+        max_trial_count=8,
+        parallel_trial_count=2,
+    )
+    assert exp["spec"]["algorithm"]["algorithmName"] == algorithm
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"algorithm": "pbt"}, "algorithm 'pbt' is not supported"),
+        ({"algorithm": "asha"}, "use one of tpe, random, grid"),
+        ({"algorithm": "grid"}, "offending: learning_rate, dropout"),
+        ({"algorithm": "cmaes", "search_space": {"b": GUIDE_SPACE["batch_size"]}}, "cmaes"),
+        ({"algorithm": "hyperband"}, "resource_name"),
+        ({"mode": "best"}, "mode 'best'"),
+        ({"additional_metrics": ["val_sharpe_ratio"]}, "must not repeat"),
+        ({"parallel_trial_count": 5, "max_trial_count": 4}, "parallel_trial_count (5)"),
+        ({"max_failed_trial_count": 20}, "max_failed_trial_count"),
+        ({"trial_image": None}, "needs trial_image"),
+        ({"trial_args": ["--lr=${trialParameters.lr}"]}, "reference trial parameters"),
+    ],
+)
+def test_build_experiment_rejects(kwargs: dict[str, Any], fragment: str) -> None:
+    params: dict[str, Any] = {"search_space": GUIDE_SPACE, "trial_image": IMAGE} | kwargs
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        build_experiment("tune-x", **params)
+    with pytest.raises(ConfigError, match="experiment name"):
+        build_experiment("Tune_X", search_space=GUIDE_SPACE, trial_image=IMAGE)
+
+
+def test_grid_budget_must_fit_the_grid() -> None:
+    space = {"num_layers": {"type": "int", "low": 1, "high": 3}}
+    with pytest.raises(ConfigError, match="exceeds the 3 grid points"):
+        build_experiment(
+            "g", search_space=space, trial_image=IMAGE, algorithm="grid", max_trial_count=4
+        )
+
+
+OPTIMAL_STATUS = {
+    "status": {
+        "conditions": [
+            {"type": "Created", "status": "True"},
+            {"type": "Running", "status": "False"},
+            {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached"},
+        ],
+        "currentOptimalTrial": {
+            "bestTrialName": "tune-x-abc123",
+            "parameterAssignments": [
+                {"name": "learning_rate", "value": "0.0004"},
+                {"name": "batch_size", "value": "32"},
+                {"name": "hidden_dim", "value": "512"},
+                {"name": "num_layers", "value": "2"},
+                {"name": "dropout", "value": "0.3"},
+            ],
+            "observation": {
+                "metrics": [
+                    {"name": "val_sharpe_ratio", "latest": "1.1", "min": "0.2", "max": "1.4"},
+                    {"name": "val_loss", "latest": "unavailable", "min": "0.3", "max": "0.9"},
+                ]
+            },
+        },
+        "trials": 8,
+        "trialsSucceeded": 8,
+    }
+}
+
+
+def test_best_trial_from_status() -> None:
+    space = SearchSpace.from_dict(GUIDE_SPACE)
+    best = best_trial_from_status(OPTIMAL_STATUS, space)
+    assert best is not None and best.name == "tune-x-abc123"
+    assert best.parameters["batch_size"] == 32 and best.parameters["learning_rate"] == 0.0004
+    assert best.value("val_sharpe_ratio", "max") == 1.4
+    with pytest.raises(TrainingError, match="no latest value"):
+        best.value("val_loss")
+    raw = best_trial_from_status(OPTIMAL_STATUS)
+    assert raw is not None and raw.parameters["batch_size"] == "32"
+    assert best_trial_from_status({"status": {"currentOptimalTrial": {}}}) is None
+
+
+# ------------------------------------------------------------------ launcher (fake API)
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakeCustomObjectsApi:
+    """Fake API server: each GET returns the next scripted status (the last one repeats)."""
+
+    def __init__(self, statuses: list[dict[str, Any] | Exception]) -> None:
+        self.statuses = statuses
+        self.created: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.gets = 0
+        self.create_error: Exception | None = None
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **kw):  # type: ignore[no-untyped-def]
+        if self.create_error is not None:
+            raise self.create_error
+        self.created.append({"group": group, "plural": plural, "namespace": namespace, **body})
+        return body
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):  # type: ignore[no-untyped-def]
+        item = self.statuses[min(self.gets, len(self.statuses) - 1)]
+        self.gets += 1
+        if isinstance(item, Exception):
+            raise item
+        return {"metadata": {"name": name, "namespace": namespace}, **item}
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):  # type: ignore[no-untyped-def]
+        self.deleted.append(name)
+        return {}
+
+
+class FakeCoreV1Api:
+    """Fake API server for pods: one master pod whose log grows by one chunk per read."""
+
+    def __init__(self, log_chunks: list[str], exit_code: int | None = None) -> None:
+        self.log_chunks = log_chunks
+        self.reads = 0
+        self.exit_code = exit_code
+        self.selectors: list[str] = []
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str = "", **kw: Any) -> V1PodList:
+        self.selectors.append(label_selector)
+        statuses = None
+        if self.exit_code is not None:
+            terminated = V1ContainerStateTerminated(
+                exit_code=self.exit_code, reason="Error", message="CUDA out of memory"
+            )
+            statuses = [
+                V1ContainerStatus(
+                    name="pytorch",
+                    image=IMAGE,
+                    image_id="",
+                    ready=False,
+                    restart_count=0,
+                    state=V1ContainerState(terminated=terminated),
+                )
+            ]
+        pod = V1Pod(
+            metadata=V1ObjectMeta(name="job-master-0"),
+            status=V1PodStatus(container_statuses=statuses),
+        )
+        return V1PodList(items=[pod])
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> HTTPResponse:
+        assert kw["container"] == "pytorch" and kw["_preload_content"] is False
+        self.reads += 1
+        if self.reads == 1:
+            raise ApiException(status=400, reason="container is waiting to start")
+        body = "".join(self.log_chunks[: self.reads - 1]).encode()
+        return HTTPResponse(body=io.BytesIO(body), preload_content=True)
+
+
+def _cond(*types: str, message: str = "", reason: str = "") -> dict[str, Any]:
+    conditions = [{"type": t, "status": "True"} for t in types]
+    if message or reason:
+        conditions[-1] |= {"message": message, "reason": reason}
+    return {"status": {"conditions": conditions}}
+
+
+def _launcher(api: Any, core: Any, clock: FakeClock, lines: list[str], **kw: Any) -> Any:
+    return CustomResourceLauncher.for_pytorchjobs(
+        api, core, "kubetrade", clock=clock, sleep=clock.sleep, log=lines.append, **kw
+    )
+
+
+def test_pytorchjob_success_streams_master_log() -> None:
+    api = FakeCustomObjectsApi(
+        [
+            _cond("Created"),
+            _cond("Created", "Running"),
+            _cond("Created", "Running"),
+            _cond("Succeeded"),
+        ]
+    )
+    core = FakeCoreV1Api(["epoch 1\n", "val_sharpe_ratio=0.5\npartial", " line\n"])
+    clock, lines = FakeClock(), list[str]()
+    launcher = _launcher(api, core, clock, lines)
+    job = build_pytorchjob("job", image=IMAGE)
+    launcher.create(job)
+    result = launcher.wait("job", deadline_s=600, poll_s=30)
+    assert result.state == "Succeeded" and result.polls == 4
+    assert api.created[0]["plural"] == "pytorchjobs" and api.created[0]["group"] == "kubeflow.org"
+    assert clock.sleeps == [30, 30, 30]
+    log_lines = [line for line in lines if line.startswith("[job-master-0]")]
+    assert log_lines == [
+        "[job-master-0] epoch 1",
+        "[job-master-0] val_sharpe_ratio=0.5",
+        "[job-master-0] partial line",
+    ]
+    assert core.selectors[0] == master_pod_selector("job")
+    assert "training.kubeflow.org/replica-type=master" in core.selectors[0]
+
+
+def test_pytorchjob_failure_raises_with_operator_message_and_log() -> None:
+    failed = _cond(
+        "Created",
+        "Running",
+        "Failed",
+        reason="PyTorchJobFailed",
+        message="PyTorchJob kubetrade/job is failed because 1 Master replica(s) failed.",
+    )
+    api = FakeCustomObjectsApi([_cond("Running"), _cond("Running"), failed])
+    core = FakeCoreV1Api(["loading bundle\n", "RuntimeError: boom\n"], exit_code=1)
+    clock, lines = FakeClock(), list[str]()
+    with pytest.raises(TrainingError) as info:
+        _launcher(api, core, clock, lines).wait("job", deadline_s=600, poll_s=5)
+    text = str(info.value)
+    assert "failed (PyTorchJobFailed)" in text
+    assert "1 Master replica(s) failed" in text
+    assert "exit code 1" in text and "CUDA out of memory" in text
+    assert "RuntimeError: boom" in text
+    assert api.deleted == []
+
+
+def test_pytorchjob_deadline_raises_and_deletes() -> None:
+    api = FakeCustomObjectsApi([_cond("Created", "Running")])
+    clock, lines = FakeClock(), list[str]()
+    with pytest.raises(TrainingError, match=r"did not finish within 100 s \(last state: Running\)"):
+        _launcher(api, None, clock, lines).wait("job", deadline_s=100, poll_s=30)
+    assert api.deleted == ["job"]
+    assert clock.now == pytest.approx(100)  # the last sleep is cut to the deadline
+    api2 = FakeCustomObjectsApi([_cond("Running")])
+    with pytest.raises(TrainingError, match="did not finish"):
+        _launcher(api2, None, FakeClock(), []).wait(
+            "job", deadline_s=10, poll_s=5, delete_on_timeout=False
+        )
+    assert api2.deleted == []
+
+
+def test_transient_api_errors_are_retried_but_404_is_fatal() -> None:
+    flaky = ApiException(status=503, reason="Service Unavailable")
+    api = FakeCustomObjectsApi([flaky, flaky, _cond("Succeeded")])
+    clock = FakeClock()
+    result = _launcher(api, None, clock, []).wait("job", deadline_s=100, poll_s=1)
+    assert result.state == "Succeeded" and result.polls == 3
+    gone = FakeCustomObjectsApi([ApiException(status=404, reason="Not Found")])
+    with pytest.raises(TrainingError, match="disappeared"):
+        _launcher(gone, None, FakeClock(), []).wait("job", deadline_s=100, poll_s=1)
+    always = FakeCustomObjectsApi([flaky])
+    with pytest.raises(TrainingError, match="cannot read"):
+        _launcher(always, None, FakeClock(), []).wait(
+            "job", deadline_s=100, poll_s=1, max_api_errors=3
+        )
+
+
+@pytest.mark.parametrize(
+    ("status", "fragment"),
+    [
+        (409, "already exists"),
+        (404, "install the operator"),
+        (403, "forbidden"),
+        (422, "rejected it"),
+    ],
+)
+def test_create_errors_explain_themselves(status: int, fragment: str) -> None:
+    api = FakeCustomObjectsApi([_cond("Running")])
+    api.create_error = ApiException(status=status, reason="nope")
+    with pytest.raises(TrainingError, match=fragment):
+        _launcher(api, None, FakeClock(), []).create(build_pytorchjob("job", image=IMAGE))
+    with pytest.raises(TrainingError, match="namespace 'other'"):
+        _launcher(FakeCustomObjectsApi([]), None, FakeClock(), []).create(
+            build_pytorchjob("job", namespace="other", image=IMAGE)
+        )
+
+
+def _exp_status(trials: int, succeeded: int, *conds: str, **extra: Any) -> dict[str, Any]:
+    status = _cond(*conds)["status"] | {"trials": trials, "trialsSucceeded": succeeded} | extra
+    return {"status": status}
+
+
+def _exp_launcher(api: Any, clock: FakeClock, lines: list[str]) -> Any:
+    return CustomResourceLauncher.for_experiments(
+        api,
+        None,
+        "kubetrade",
+        clock=clock,
+        sleep=clock.sleep,
+        log=lines.append,
+        search_space=SearchSpace.from_dict(GUIDE_SPACE),
+    )
+
+
+def test_experiment_success_returns_typed_best_trial() -> None:
+    api = FakeCustomObjectsApi(
+        [
+            _exp_status(0, 0, "Created"),
+            _exp_status(2, 0, "Created", "Running", trialsRunning=2),
+            _exp_status(4, 2, "Created", "Running", trialsRunning=2),
+            OPTIMAL_STATUS,
+        ]
+    )
+    clock, lines = FakeClock(), list[str]()
+    launcher = _exp_launcher(api, clock, lines)
+    exp = build_experiment("tune-x", search_space=GUIDE_SPACE, trial_image=IMAGE)
+    best = run_experiment(exp, deadline_s=3600, poll_s=60, launcher=launcher)
+    assert best.name == "tune-x-abc123" and best.parameters["hidden_dim"] == 512
+    assert api.created[0]["plural"] == "experiments"
+    assert any("trials=4 succeeded=2" in line for line in lines)
+
+
+def test_experiment_failure_and_stall() -> None:
+    failed = _exp_status(
+        5, 1, "Created", "Failed", trialsFailed=4, failedTrialList=["tune-x-a", "tune-x-b"]
+    )
+    failed["status"]["conditions"][-1] |= {"reason": "ExperimentFailed", "message": "max failed"}
+    with pytest.raises(TrainingError, match=r"failed \(ExperimentFailed\): max failed.*tune-x-a"):
+        _exp_launcher(FakeCustomObjectsApi([failed]), FakeClock(), []).wait("tune-x", 3600, 60)
+
+    stuck = FakeCustomObjectsApi([_exp_status(1, 0, "Created", "Running", trialsPending=1)])
+    clock = FakeClock()
+    with pytest.raises(TrainingError, match=r"stalled: no trial progress in 5 polls"):
+        _exp_launcher(stuck, clock, []).wait("tune-x", 3600, 60, stall_polls=5)
+    assert stuck.gets == 6 and stuck.deleted == []
+
+    no_best = FakeCustomObjectsApi([_exp_status(3, 0, "Succeeded")])
+    with pytest.raises(TrainingError, match="no best trial"):
+        _exp_launcher(no_best, FakeClock(), []).wait("tune-x", 3600, 60)
+
+
+def test_run_pytorchjob_helper() -> None:
+    api = FakeCustomObjectsApi([_cond("Succeeded")])
+    clock = FakeClock()
+    launcher = _launcher(api, None, clock, [])
+    result = run_pytorchjob(
+        build_pytorchjob("job", image=IMAGE), deadline_s=60, poll_s=5, launcher=launcher
+    )
+    assert result.state == "Succeeded" and result.kind == "PyTorchJob"
