@@ -102,6 +102,37 @@ def compile_(
 
 
 @app.command()
+def submit(
+    package: Annotated[Path, typer.Argument(help="compiled pipeline YAML")] = Path(
+        "pipelines/compiled/kubetrade_training.yaml"
+    ),
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080")] = "",
+    namespace: Annotated[str, typer.Option(help="KFP namespace")] = "kubeflow",
+    experiment: Annotated[str, typer.Option(help="KFP experiment name")] = "kubetrade",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="pipeline parameter KEY=VALUE (repeatable)")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
+) -> None:
+    """Submit the compiled pipeline to a Kubeflow Pipelines cluster."""
+    from kubetrade.k8s.submit import SubmitError, submit_pipeline
+
+    if not host:
+        raise SubmitError("--host is required, e.g. --host http://localhost:8080")
+    arguments = {}
+    for item in param or []:
+        if "=" not in item:
+            raise SubmitError(f"--param {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        arguments[key] = value
+    info = submit_pipeline(
+        package, host, namespace, experiment, arguments, wait=wait,
+        on_state=lambda s: console.print(f"run state: {s}"),
+    )  # fmt: skip
+    out.print(f"run {info['run_id']}: {info['state']}")
+
+
+@app.command()
 def validate(
     config: ConfigOpt = Path("config/pipeline.yaml"),
     set_: SetOpt = None,
