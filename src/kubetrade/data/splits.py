@@ -25,7 +25,6 @@ Data interface consumed by the trainer::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +55,6 @@ __all__ = [
 ]
 
 SELL, HOLD, BUY = 0, 1, 2
-
-# Indicator columns in price units (or cumulative volume): not comparable across
-# symbols and years, so model inputs use their normalised siblings instead.
-_PRICE_LEVEL = re.compile(
-    r"macd|macd_signal|macd_hist|bb_upper|bb_middle|bb_lower|atr|sma_\d+|ema_\d+|obv"
-)
 
 
 @dataclass(frozen=True)
@@ -243,7 +236,9 @@ def resolve_feature_columns(df: pd.DataFrame, names: Sequence[str]) -> list[str]
     raw price levels are replaced by scale-free versions so windows of different
     symbols and years are comparable.
     """
-    from kubetrade.data.features import FeatureEngineer
+    # indicator columns in price units are not comparable across symbols and years,
+    # so model inputs use their normalised siblings
+    from kubetrade.data.features import FeatureEngineer, is_scale_free
 
     groups = FeatureEngineer().feature_groups()
     cols: list[str] = []
@@ -255,7 +250,7 @@ def resolve_feature_columns(df: pd.DataFrame, names: Sequence[str]) -> list[str]
         else:
             candidates = groups.get(name, [name])
             if len(candidates) > 1:  # a group: keep its scale-free members
-                candidates = [c for c in candidates if not _PRICE_LEVEL.fullmatch(c)]
+                candidates = [c for c in candidates if is_scale_free(c)]
             present = [c for c in candidates if c in df.columns]
             if not present:
                 raise SplitError(
