@@ -34,6 +34,7 @@ __all__ = [
     "PipelineConfig",
     "load_yaml_model",
     "load_training_config",
+    "apply_overrides",
     "load_pipeline_config",
     "format_validation_error",
     "flatten",
@@ -273,6 +274,11 @@ class PipelineConfig(StrictModel):
     backend: Literal["local", "kubeflow"] = "local"
     run_root: str = Field("runs", description="run folders go under this directory")
     training_config: str = "config/training.yaml"
+    training_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dotted keys applied on top of training_config, e.g. "
+        "{'training.num_epochs': 3}; keeps the guide's file verbatim while runs stay short",
+    )
     trading_env_config: str = "config/trading_env.yaml"
     rl_training_config: str = "config/rl_training.yaml"
 
@@ -354,9 +360,42 @@ def load_yaml_model(model: type[M], path: str | Path | None = None, data: dict[s
         raise ConfigError(msg) from None
 
 
-def load_training_config(path: str | Path | None = "config/training.yaml") -> TrainingConfig:
-    """Load the guide's training config (defaults when ``path`` is None)."""
-    return load_yaml_model(TrainingConfig, path)
+def load_training_config(
+    path: str | Path | None = "config/training.yaml", overrides: dict[str, Any] | None = None
+) -> TrainingConfig:
+    """Load the guide's training config (defaults when ``path`` is None).
+
+    Args:
+        overrides: dotted keys applied before validation, e.g. ``{"training.num_epochs": 3}``.
+    """
+    if not overrides:
+        return load_yaml_model(TrainingConfig, path)
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    apply_overrides(data, overrides)
+    source = f"{path} + training_overrides" if path is not None else "training_overrides"
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict in place (``{"a.b": 1}`` -> ``data["a"]["b"] = 1``)."""
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = str(dotted).split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return data
 
 
 def load_pipeline_config(path: str | Path | None = "config/pipeline.yaml") -> PipelineConfig:

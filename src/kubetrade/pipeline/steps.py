@@ -62,24 +62,22 @@ def load_run_config(
     ``overrides`` are dotted keys into the pipeline config (``symbols``,
     ``source.type`` ...) applied before validation.
     """
-    from kubetrade.config import load_yaml_model
+    from kubetrade.config import apply_overrides, load_yaml_model
 
     if overrides:
         import yaml
 
         base: dict[str, Any] = {}
-        if pipeline_path is not None and Path(pipeline_path).is_file():
+        if pipeline_path is not None:
+            if not Path(pipeline_path).is_file():
+                from kubetrade.errors import ConfigError
+
+                raise ConfigError(f"config file not found: {pipeline_path}")
             base = yaml.safe_load(Path(pipeline_path).read_text(encoding="utf-8")) or {}
-        for dotted, value in overrides.items():
-            node = base
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        pipe = load_yaml_model(PipelineConfig, data=base)
+        pipe = load_yaml_model(PipelineConfig, data=apply_overrides(base, overrides))
     else:
         pipe = load_pipeline_config(pipeline_path)
-    train = load_training_config(pipe.training_config)
+    train = load_training_config(pipe.training_config, pipe.training_overrides)
     rl: dict[str, Any] = {}
     for key, path in (("trading_env", pipe.trading_env_config), ("rl_training", pipe.rl_training_config)):
         p = Path(path)
