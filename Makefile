@@ -43,6 +43,7 @@ compile: setup  ## compile the pipeline to pipelines/compiled/kubetrade_training
 
 bench: setup  ## benchmarks against peer libraries; results in bench/results/
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[bench]"
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps finrl==0.3.7  # its env module only; its extras are heavy
 	$(PY) bench/run_all.py
 
 clean:  ## remove run outputs (keeps .venv)
