@@ -19,9 +19,10 @@ from kubetrade.pipeline.steps import load_run_config
 
 def tiny_config(tmp_path: Path, **pipeline_overrides) -> Path:
     """Pipeline + training config for a fast run: 2 symbols, 4 years, short windows."""
-    training = yaml.safe_load(Path("config/training.yaml").read_text())
-    training["data"]["sequence_length"] = 20
-    (tmp_path / "training.yaml").write_text(yaml.safe_dump(training))
+    rl = yaml.safe_load(Path("config/rl_training.yaml").read_text())
+    rl.update(agent_types=["ppo", "dqn"], total_timesteps=256, eval_freq=0, test_episodes=1)
+    rl["agents"]["ppo"]["n_steps"] = 64
+    (tmp_path / "rl_training.yaml").write_text(yaml.safe_dump(rl))
     pipeline = yaml.safe_load(Path("config/pipeline.yaml").read_text())
     pipeline.update(
         symbols=["AAPL", "IBM"],
@@ -29,7 +30,13 @@ def tiny_config(tmp_path: Path, **pipeline_overrides) -> Path:
         end_date="2013-03-01",
         advanced_features=["fractal", "cross_asset"],
         run_root=str(tmp_path / "runs"),
-        training_config=str(tmp_path / "training.yaml"),
+        rl_training_config=str(tmp_path / "rl_training.yaml"),
+        training_overrides={
+            **pipeline["training_overrides"],
+            "data.sequence_length": 20,
+            "training.num_epochs": 2,
+            "training.max_train_windows": 600,
+        },
     )
     pipeline.update(pipeline_overrides)
     path = tmp_path / "pipeline.yaml"
@@ -41,8 +48,9 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     run = load_run_config(tiny_config(tmp_path))
     result = run_local(run)
     assert (result.run_dir / "SUCCEEDED").is_file()
-    tasks = {k.removesuffix("-op"): v for k, v in result.outputs.items()}
-    assert list(tasks) == sorted(["ingest", "validate", "features", "split"])
+    tasks = {k.rsplit("/", 1)[-1].removesuffix("-op"): v for k, v in result.outputs.items()}
+    assert {"ingest", "validate", "features", "split", "train", "evaluate", "export",
+            "rl-agent", "ensemble"} <= set(tasks)  # fmt: skip
     assert tasks["validate"]["metrics"]["overall_score"] == 1.0
     docs = Path(tasks["validate"]["artifacts"]["data_docs"])
     assert "<html" in docs.read_text(errors="replace").lower()
@@ -73,9 +81,7 @@ def _corrupt(tmp_path: Path, how: str) -> Path:
 
 @pytest.mark.parametrize(("how", "expected"), [("nan", "null"), ("high_below_low", "high")])
 def test_bad_data_stops_at_the_gate_and_leaves_nothing_behind(tmp_path, how, expected):
-    cfg = tiny_config(
-        tmp_path, source={"type": "files", "paths": [str(_corrupt(tmp_path, how))]}
-    )
+    cfg = tiny_config(tmp_path, source={"type": "files", "paths": [str(_corrupt(tmp_path, how))]})
     run = load_run_config(cfg)
     with pytest.raises(PipelineRunError) as err:
         run_local(run)

@@ -82,7 +82,9 @@ def test_no_window_crosses_a_split_boundary(feats, cfg, bundle):
             touches = (first_input <= o_end) & (label_bar >= o_start)
             assert not touches.any(), f"{name} window touches {other}"
     # the gap is at least sequence_length + horizon bars
-    assert (cal.searchsorted(periods["val"][0]) - cal.searchsorted(periods["train"][1]) - 1) >= L + h
+    assert (
+        cal.searchsorted(periods["val"][0]) - cal.searchsorted(periods["train"][1]) - 1
+    ) >= L + h
 
 
 def test_labels_are_forward_returns_with_threshold(feats, cfg):
@@ -92,9 +94,9 @@ def test_labels_are_forward_returns_with_threshold(feats, cfg):
     t = pd.DatetimeIndex(ws.timestamps)
     nxt = close.shift(-1).loc[t].to_numpy()
     np.testing.assert_allclose(ws.y_reg, nxt / close.loc[t].to_numpy() - 1, rtol=1e-6)
-    assert (ws.y_class[ws.y_reg > 0.005] == BUY).all()
-    assert (ws.y_class[ws.y_reg < -0.005] == SELL).all()
-    assert (ws.y_class[np.abs(ws.y_reg) <= 0.005] == HOLD).all()
+    assert (ws.y_cls[ws.y_reg > 0.005] == BUY).all()
+    assert (ws.y_cls[ws.y_reg < -0.005] == SELL).all()
+    assert (ws.y_cls[np.abs(ws.y_reg) <= 0.005] == HOLD).all()
     # the window's last input row is the decision bar t itself
     rsi = one.set_index(one["timestamp"].dt.tz_localize(None))["rsi"]
     np.testing.assert_allclose(ws.X[:, -1, 0], rsi.loc[t].to_numpy(), rtol=1e-6)
@@ -145,7 +147,7 @@ def test_bundle_roundtrip_without_pickle(tmp_path, bundle):
     for name in ("train", "val", "test"):
         a, b = getattr(bundle, name), getattr(back, name)
         np.testing.assert_array_equal(a.X, b.X)
-        np.testing.assert_array_equal(a.y_class, b.y_class)
+        np.testing.assert_array_equal(a.y_cls, b.y_cls)
         np.testing.assert_array_equal(a.timestamps, b.timestamps)
         np.testing.assert_array_equal(a.symbols, b.symbols)
     assert back.feature_names == bundle.feature_names

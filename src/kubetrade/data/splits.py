@@ -14,7 +14,7 @@ Everything here is causal:
 
 Data interface consumed by the trainer::
 
-    WindowSet: X float32 (N, L, F), y_class int64 (N,) 0=sell 1=hold 2=buy,
+    WindowSet: X float32 (N, L, F), y_cls int64 (N,) 0=buy 1=hold 2=sell,
                y_reg float32 (N,) forward simple return, timestamps datetime64[ns] (N,)
                (decision bar, UTC, tz-naive numpy), symbols str (N,), feature_names
     DatasetBundle: train, val, test WindowSets + feature_names + scaler stats
@@ -54,7 +54,8 @@ __all__ = [
     "resolve_feature_columns",
 ]
 
-SELL, HOLD, BUY = 0, 1, 2
+# class indices, in the order of kubetrade.models.CLASS_NAMES ("buy", "hold", "sell")
+BUY, HOLD, SELL = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -169,23 +170,40 @@ class TimeSeriesSplitter:
 
 @dataclass
 class WindowSet:
-    """Sliding windows of one split."""
+    """Sliding windows of one split.
+
+    ``X`` (N, L, F) float32 windows whose last bar is the decision bar
+    ``timestamps[i]`` of ``symbols[i]``; ``y_cls`` (N,) int64 labels (0 buy,
+    1 hold, 2 sell); ``y_reg`` (N,) the realised forward return over the
+    prediction horizon (what a position taken at the decision bar earns).
+    """
 
     X: np.ndarray
-    y_class: np.ndarray
+    y_cls: np.ndarray
     y_reg: np.ndarray
     timestamps: np.ndarray
     symbols: np.ndarray
-    feature_names: list[str]
+    feature_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if np.ndim(self.X) != 3:
+            raise SplitError(f"windows X must be (N, L, F), got shape {np.shape(self.X)}")
+        n = len(self.X)
+        for name in ("y_cls", "y_reg", "timestamps", "symbols"):
+            if len(getattr(self, name)) != n:
+                raise SplitError(f"WindowSet.{name} has {len(getattr(self, name))} rows but X has {n}")
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
 
-    def subset(self, idx: np.ndarray | slice) -> WindowSet:
+    def take(self, idx: np.ndarray | slice) -> WindowSet:
+        """Rows ``idx`` as a new WindowSet."""
         return WindowSet(
-            self.X[idx], self.y_class[idx], self.y_reg[idx], self.timestamps[idx],
+            self.X[idx], self.y_cls[idx], self.y_reg[idx], self.timestamps[idx],
             self.symbols[idx], self.feature_names,
         )  # fmt: skip
+
+    subset = take
 
 
 @dataclass
@@ -217,9 +235,13 @@ class DatasetBundle:
     train: WindowSet
     val: WindowSet
     test: WindowSet
-    feature_names: list[str]
+    feature_names: list[str] = field(default_factory=list)
     scaler: RobustScaler | None = None
     periods: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.train.X.shape[-1])
 
 
 def label_returns(df: pd.DataFrame, horizon: int) -> np.ndarray:
@@ -323,12 +345,12 @@ def make_windows(
         view = np.lib.stride_tricks.sliding_window_view(feats, L, axis=0)  # (N-L+1, F, L)
         X = np.ascontiguousarray(view[ends - L + 1].transpose(0, 2, 1))
     r = fwd[ends]
-    y_class = np.full(len(ends), HOLD, dtype=np.int64)
-    y_class[r > threshold] = BUY
-    y_class[r < -threshold] = SELL
+    y_cls = np.full(len(ends), HOLD, dtype=np.int64)
+    y_cls[r > threshold] = BUY
+    y_cls[r < -threshold] = SELL
     return WindowSet(
         X=X.astype(np.float32, copy=False),
-        y_class=y_class,
+        y_cls=y_cls,
         y_reg=r.astype(np.float32),
         timestamps=stamps[ends],
         symbols=symbols[ends].astype(str),
@@ -360,7 +382,7 @@ def augment(ws: WindowSet, cfg: AugmentationConfig, seed: int = 0) -> WindowSet:
         X = X + rng.normal(0.0, cfg.noise_std, size=X.shape).astype(np.float32)
     return WindowSet(
         X=np.concatenate([ws.X, X.astype(np.float32)]),
-        y_class=np.concatenate([ws.y_class, ws.y_class]),
+        y_cls=np.concatenate([ws.y_cls, ws.y_cls]),
         y_reg=np.concatenate([ws.y_reg, ws.y_reg]),
         timestamps=np.concatenate([ws.timestamps, ws.timestamps]),
         symbols=np.concatenate([ws.symbols, ws.symbols]),
@@ -430,10 +452,10 @@ def save_bundle(bundle: DatasetBundle, path: str | Path) -> Path:
     for name in ("train", "val", "test"):
         ws: WindowSet = getattr(bundle, name)
         arrays[f"{name}_X"] = ws.X
-        arrays[f"{name}_y_class"] = ws.y_class
+        arrays[f"{name}_y_cls"] = ws.y_cls
         arrays[f"{name}_y_reg"] = ws.y_reg
-        arrays[f"{name}_timestamps"] = ws.timestamps.astype("datetime64[ns]").astype(np.int64)
-        arrays[f"{name}_symbols"] = ws.symbols.astype(str)
+        arrays[f"{name}_timestamps"] = np.asarray(ws.timestamps).astype("datetime64[ns]").astype(np.int64)
+        arrays[f"{name}_symbols"] = np.asarray(ws.symbols).astype(str)
     arrays["feature_names"] = np.array(bundle.feature_names, dtype=str)
     if bundle.scaler is not None:
         arrays["scaler_center"] = bundle.scaler.center
@@ -441,6 +463,7 @@ def save_bundle(bundle: DatasetBundle, path: str | Path) -> Path:
     arrays["periods"] = np.array(
         [[k, *v] for k, v in bundle.periods.items()], dtype=str
     ).reshape(-1, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(path)
@@ -448,13 +471,17 @@ def save_bundle(bundle: DatasetBundle, path: str | Path) -> Path:
 
 
 def load_bundle(path: str | Path) -> DatasetBundle:
-    """Inverse of :func:`save_bundle`."""
+    """Inverse of :func:`save_bundle` (``allow_pickle=False``)."""
+    if not Path(path).is_file():
+        raise SplitError(f"dataset bundle not found: {path} (the split step writes it)")
     with np.load(path, allow_pickle=False) as z:
+        if "train_X" not in z:
+            raise SplitError(f"{path} is not a dataset bundle (no train_X array)")
         names = [str(s) for s in z["feature_names"]]
 
         def ws(name: str) -> WindowSet:
             return WindowSet(
-                X=z[f"{name}_X"], y_class=z[f"{name}_y_class"], y_reg=z[f"{name}_y_reg"],
+                X=z[f"{name}_X"], y_cls=z[f"{name}_y_cls"], y_reg=z[f"{name}_y_reg"],
                 timestamps=z[f"{name}_timestamps"].astype("datetime64[ns]"),
                 symbols=z[f"{name}_symbols"], feature_names=names,
             )  # fmt: skip
@@ -464,5 +491,5 @@ def load_bundle(path: str | Path) -> DatasetBundle:
             if "scaler_center" in z
             else None
         )
-        periods = {str(r[0]): (str(r[1]), str(r[2])) for r in z["periods"]}
+        periods = {str(r[0]): (str(r[1]), str(r[2])) for r in z["periods"]} if "periods" in z else {}
         return DatasetBundle(ws("train"), ws("val"), ws("test"), names, scaler, periods)

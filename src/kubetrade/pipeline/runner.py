@@ -152,7 +152,7 @@ def run_local(
         with contextlib.redirect_stdout(tee), warnings.catch_warnings():
             # expected here: display names and our base image are no-ops locally
             warnings.filterwarnings("ignore", module=r"kfp\.local.*")
-            training_pipeline(run_config=run.to_json())
+            training_pipeline(run_config=run.to_json(), agent_types=run.agent_types())
     except Exception as exc:  # kfp raises RuntimeError for a failed task
         tee.close()
         _fail(run_dir, error_file, exc)
@@ -203,7 +203,7 @@ def compile_pipeline(path: str | Path, run: RunConfig | None = None) -> Path:
     compiler.Compiler().compile(
         training_pipeline,
         package_path=str(path),
-        pipeline_parameters={"run_config": run.to_json()},
+        pipeline_parameters={"run_config": run.to_json(), "agent_types": run.agent_types()},
     )
     return path
 

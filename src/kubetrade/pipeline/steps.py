@@ -48,6 +48,10 @@ class RunConfig(StrictModel):
     def to_json(self) -> str:
         return self.model_dump_json()
 
+    def agent_types(self) -> list[str]:
+        """RL agent types to train (one pipeline task each)."""
+        return list(self.rl.get("rl_training", {}).get("agent_types", ["ppo", "sac", "td3", "dqn"]))
+
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         return cls.model_validate_json(text)
@@ -78,13 +82,15 @@ def load_run_config(
     else:
         pipe = load_pipeline_config(pipeline_path)
     train = load_training_config(pipe.training_config, pipe.training_overrides)
-    rl: dict[str, Any] = {}
-    for key, path in (("trading_env", pipe.trading_env_config), ("rl_training", pipe.rl_training_config)):
-        p = Path(path)
-        if p.is_file():
-            import yaml
+    from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig
 
-            rl[key] = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    rl: dict[str, Any] = {}
+    for key, path, model in (
+        ("trading_env", pipe.trading_env_config, TradingEnvConfig),
+        ("rl_training", pipe.rl_training_config, RLTrainingConfig),
+    ):
+        # validated now (unknown keys, rainbow_dqn, ...) so a bad file fails before any run
+        rl[key] = load_yaml_model(model, path).model_dump(mode="json", exclude_unset=True)
     return RunConfig(pipeline=pipe, training=train, rl=rl)
 
 
@@ -197,7 +203,8 @@ def split_step(
     feats = pd.read_parquet(features_path)
     store = FeatureStoreBuilder(Path(feast_repo))
     table = training_table(store, feats)
-    bundle = prepare_datasets(table, run.training)
+    # augmentation happens per batch in the trainer (train split only), not on disk
+    bundle = prepare_datasets(table, run.training, augment_train=False)
     save_bundle(bundle, bundle_path)
     summary: dict[str, Any] = {
         f"{name}_windows": len(getattr(bundle, name)) for name in ("train", "val", "test")
@@ -206,3 +213,231 @@ def split_step(
         summary[f"{name}_period"] = f"{a}..{b}"
     summary["n_features"] = len(bundle.feature_names)
     return summary
+
+
+# ------------------------------------------------------------------ RL steps
+#: engineered, scale-free columns the trading env observes when present
+RL_FEATURES = (
+    "rsi", "macd_hist_norm", "bb_pct", "bb_width", "atr_pct",
+    "wavelet_entropy", "fourier_entropy", "hurst", "xa_corr", "xa_rel_return",
+)  # fmt: skip
+
+
+def _rl_configs(run: RunConfig, bundle_path: str | Path, features: pd.DataFrame) -> tuple[Any, Any]:
+    """Env + RL training configs for this run: the run's symbols and dates, the engineered
+    features, and the supervised split's validation/test starts (one test period for all)."""
+    import numpy as np
+
+    from kubetrade.config import load_yaml_model
+    from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig
+
+    env_data = dict(run.rl.get("trading_env", {}))
+    env_data.update(
+        symbols=list(run.pipeline.symbols) if run.pipeline.source.type != "synthetic"
+        else sorted(features["symbol"].unique()),
+        start_date=run.pipeline.start_date,
+        end_date=run.pipeline.end_date,
+        features=[c for c in RL_FEATURES if c in features.columns] or [],
+    )
+    env_cfg = load_yaml_model(TradingEnvConfig, data=env_data)
+    train_data = dict(run.rl.get("rl_training", {}))
+    with np.load(bundle_path, allow_pickle=False) as z:
+        periods = {str(r[0]): (str(r[1]), str(r[2])) for r in z["periods"]}
+    split = dict(train_data.get("split", {}))
+    split.update(validation_start=periods["val"][0], test_start=periods["test"][0])
+    train_data["split"] = split
+    return env_cfg, load_yaml_model(RLTrainingConfig, data=train_data)
+
+
+def rl_agent_step(
+    run: RunConfig,
+    agent_type: str,
+    ohlcv_path: str | Path,
+    features_path: str | Path,
+    bundle_path: str | Path,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """Train one RL agent on the train period, score it on validation (never on test)."""
+    from kubetrade.rl.pipeline import train_single_agent
+
+    prices = pd.read_parquet(ohlcv_path)
+    features = pd.read_parquet(features_path)
+    env_cfg, train_cfg = _rl_configs(run, bundle_path, features)
+    result = train_single_agent(agent_type, env_cfg, train_cfg, prices, features, out_dir)
+    return {f"val_{k}": v for k, v in result.validation.items() if isinstance(v, int | float)}
+
+
+def ensemble_step(
+    run: RunConfig,
+    agent_dirs: list[str],
+    ohlcv_path: str | Path,
+    features_path: str | Path,
+    bundle_path: str | Path,
+    ensemble_dir: str | Path,
+    report_path: str | Path,
+) -> dict[str, Any]:
+    """Combine the trained agents by validation-Sharpe weights; evaluate on the test period."""
+    from kubetrade.rl.pipeline import build_ensemble, evaluate_ensemble
+
+    prices = pd.read_parquet(ohlcv_path)
+    features = pd.read_parquet(features_path)
+    env_cfg, train_cfg = _rl_configs(run, bundle_path, features)
+    paths: dict[str, str] = {}
+    for d in agent_dirs:
+        for sub in sorted(Path(d).iterdir()):
+            if (sub / "model.zip").is_file():
+                paths[sub.name] = str(sub)
+    if not paths:
+        from kubetrade.errors import TrainingError
+
+        raise TrainingError(f"no trained agents found in {agent_dirs}; did every rl_agent task fail?")
+    ensemble = build_ensemble(paths, None, env_cfg, train_cfg)
+    Path(ensemble_dir).mkdir(parents=True, exist_ok=True)
+    ensemble.save(ensemble_dir)
+    result = evaluate_ensemble(ensemble, env_cfg, train_cfg, prices, features)
+    _write_json(result, report_path)
+    summary = {f"test_{k}": result[k] for k in ("sharpe_ratio", "total_return", "max_drawdown")}
+    bh = result["buy_and_hold"]
+    summary.update({f"buy_and_hold_{k}": bh[k] for k in ("sharpe_ratio", "total_return") if k in bh})
+    for name, metrics in result["agents"].items():
+        summary[f"{name}_test_sharpe_ratio"] = metrics.get("sharpe_ratio", float("nan"))
+    for name, weight in result["weights"].items():
+        summary[f"weight_{name}"] = weight
+    return summary
+
+
+# ------------------------------------------------------------- hybrid model steps
+EXPERIMENT = "kubetrade"
+
+
+def _tracker(run: RunConfig, run_id: str | None = None) -> Any:
+    """The run's MLflow tracker: ``MLFLOW_TRACKING_URI`` if set, else one SQLite store and
+    artifact folder under ``run_root`` shared by all runs (the registry spans runs)."""
+    from kubetrade.training.tracking import MlflowTracker
+
+    return MlflowTracker(run.pipeline.run_root, experiment_name=EXPERIMENT, run_id=run_id)
+
+
+def _read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def train_step(run: RunConfig, bundle_path: str | Path, model_dir: str | Path) -> dict[str, Any]:
+    """Train the hybrid CNN+LSTM (torchrun with ``hardware.nproc_per_node`` processes).
+
+    Opens the MLflow run that evaluate and export add to; ``model_dir`` gets the
+    checkpoints, ``train_result.json`` (with the MLflow run id) and the resolved config.
+    """
+    import yaml
+
+    from kubetrade.config import flatten
+    from kubetrade.data.splits import load_bundle
+    from kubetrade.training.pipeline import TrainingPipeline
+
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = load_bundle(bundle_path)
+    pipe = TrainingPipeline(config=run.training, run_dir=out, register=False, verbose=True)
+    (out / "training_config.yaml").write_text(
+        yaml.safe_dump(run.training.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )
+    tracker = _tracker(run)
+    run_id = tracker.start()
+    try:
+        tracker.log_params(flatten(run.training))
+        tracker.set_tags(
+            {
+                "symbols": ",".join(run.pipeline.symbols),
+                "data_range": f"{run.pipeline.start_date}..{run.pipeline.end_date}",
+                "nproc_per_node": run.training.hardware.nproc_per_node,
+                **{f"period_{k}": f"{a}..{b}" for k, (a, b) in bundle.periods.items()},
+            }
+        )
+        tracker.log_artifact(out / "training_config.yaml", "config")
+        _, result = pipe._fit(bundle, tracker)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    from dataclasses import asdict
+
+    _write_json({"run_id": run_id, **asdict(result)}, out / "train_result.json")
+    return {
+        "best_val_loss": result.best_val_loss,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+    }
+
+
+def _load_trained(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    from kubetrade.training.callbacks import model_from_checkpoint
+
+    info = _read_json(Path(model_dir) / "train_result.json")
+    return model_from_checkpoint(info["final_model_path"]), info
+
+
+def evaluate_step(
+    run: RunConfig,
+    bundle_path: str | Path,
+    model_dir: str | Path,
+    report_path: str | Path,
+    results_path: str | Path,
+) -> dict[str, Any]:
+    """Test-split metrics of the model beside majority-class, logistic-regression and
+    buy-and-hold baselines; HTML report; everything logged to the training's MLflow run."""
+    from kubetrade.data.splits import load_bundle
+    from kubetrade.training.evaluation import ModelEvaluator, flat_metrics
+
+    bundle = load_bundle(bundle_path)
+    model, info = _load_trained(model_dir)
+    tracker = _tracker(run, run_id=info["run_id"])
+    tracker.start()
+    evaluator = ModelEvaluator(
+        train_data=bundle.train, periods_per_year=252.0 / run.training.data.prediction_horizon
+    )
+    val = evaluator.evaluate(model, bundle.val)
+    test = evaluator.evaluate(model, bundle.test)
+    tmp = atomic_path(report_path)
+    evaluator.generate_report(test, tmp, title=f"kubetrade test evaluation (run {info['run_id']})")
+    os.replace(tmp, report_path)
+    metrics = {**flat_metrics(val, "val_"), **flat_metrics(test, "test_")}
+    tracker.log_metrics(metrics)
+    tracker.log_artifact(report_path, "reports")
+    test.pop("series", None)
+    _write_json({"val": {k: v for k, v in val.items() if k != "series"}, "test": test}, results_path)
+    summary = {f"test_{k}": v for k, v in test["model"].items()}
+    for name, values in test["baselines"].items():
+        for key in ("accuracy", "sharpe_ratio"):
+            if key in values:
+                summary[f"test_{name}_{key}"] = values[key]
+    return summary
+
+
+def export_step(
+    run: RunConfig, bundle_path: str | Path, model_dir: str | Path, export_dir: str | Path
+) -> dict[str, Any]:
+    """TorchScript + ONNX export with a parity gate (max |diff| <= 1e-4 on real test
+    windows); only then is the model logged and the MLflow run finished."""
+    from kubetrade.data.splits import load_bundle
+    from kubetrade.training.export import export_model
+
+    bundle = load_bundle(bundle_path)
+    model, info = _load_trained(model_dir)
+    tracker = _tracker(run, run_id=info["run_id"])
+    tracker.start()
+    try:
+        exported = export_model(model, export_dir, bundle.test)
+    except BaseException:
+        tracker.client.set_terminated(info["run_id"], status="FAILED")
+        raise
+    diffs = {
+        f"parity_{fmt}_{name}": diff
+        for fmt, outs in exported.max_abs_diff.items()
+        for name, diff in outs.items()
+    }
+    tracker.log_metrics(diffs)
+    tracker.log_artifact(export_dir, "export")
+    tracker.log_artifact(info["final_model_path"], "checkpoints")
+    model_uri = tracker.log_model(model, name="model")
+    tracker.client.set_terminated(info["run_id"], status="FINISHED")
+    _write_json({"model_uri": model_uri, "run_id": info["run_id"]}, Path(export_dir) / "model_uri.json")
+    return {**diffs, "parity_windows": exported.n_windows}

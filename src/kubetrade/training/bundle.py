@@ -1,0 +1,71 @@
+"""The windows the trainer consumes (re-exported from :mod:`kubetrade.data.splits`).
+
+A :class:`WindowSet` is one split: ``X`` (N, L, F) float32 windows whose last bar is at
+``timestamps[i]`` for ``symbols[i]``; ``y_cls`` (N,) int64 labels in
+:data:`~kubetrade.models.CLASS_NAMES` order (0 buy, 1 hold, 2 sell); ``y_reg`` (N,) the
+realised forward return over the prediction horizon (what a position taken at the last
+bar earns). Any object with these attributes works wherever a WindowSet is expected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# one window format for the whole project: the split step writes it, the trainer reads it
+from kubetrade.data.splits import DatasetBundle, WindowSet, load_bundle, save_bundle
+
+__all__ = ["WindowSet", "DatasetBundle", "save_bundle", "load_bundle", "synthetic_bundle"]
+
+_SPLITS = ("train", "val", "test")
+_ARRAYS = ("X", "y_cls", "y_reg", "timestamps", "symbols")
+
+
+def synthetic_bundle(
+    n_timestamps: int = 400,
+    n_symbols: int = 2,
+    sequence_length: int = 16,
+    n_features: int = 5,
+    seed: int = 0,
+    label_threshold: float = 0.005,
+    signal: float = 0.01,
+    splits: tuple[float, float, float] = (0.6, 0.2, 0.2),
+) -> DatasetBundle:
+    """Windows from a seeded toy market whose next return depends on the last bar's
+    first feature (``signal * tanh(f0)`` plus noise), so a model can learn something.
+
+    Splits are contiguous in time with a ``sequence_length + 1`` bar purge gap. For tests
+    and benchmarks only.
+    """
+    rng = np.random.default_rng(seed)
+    total = n_timestamps + sequence_length
+    days = np.datetime64("2020-01-01", "D") + np.arange(total).astype("timedelta64[D]")
+    per_split: dict[str, list[WindowSet]] = {s: [] for s in _SPLITS}
+    gap = sequence_length + 1
+    usable = n_timestamps - 2 * gap
+    bounds = np.cumsum([0, *[int(usable * f) for f in splits]])
+    bounds[-1] = usable
+    for s_idx in range(n_symbols):
+        feats = np.zeros((total, n_features), dtype=np.float64)
+        noise = rng.standard_normal((total, n_features))
+        for t in range(1, total):  # AR(1) features so windows carry temporal structure
+            feats[t] = 0.7 * feats[t - 1] + noise[t]
+        forward = signal * np.tanh(feats[:, 0]) + 0.5 * signal * rng.standard_normal(total)
+        ends = np.arange(sequence_length - 1, total - 1)[:n_timestamps]
+        X = np.stack([feats[e - sequence_length + 1 : e + 1] for e in ends]).astype(np.float32)
+        y_reg = forward[ends].astype(np.float32)
+        y_cls = np.where(y_reg > label_threshold, 0, np.where(y_reg < -label_threshold, 2, 1))
+        windows = WindowSet(
+            X,
+            y_cls.astype(np.int64),
+            y_reg,
+            days[ends].astype("datetime64[ns]"),
+            np.full(len(ends), f"SYM{s_idx}"),
+        )
+        for i, split in enumerate(_SPLITS):
+            start = bounds[i] + i * gap
+            per_split[split].append(windows.take(slice(start, bounds[i + 1] + i * gap)))
+    merged = {
+        split: WindowSet(*(np.concatenate([getattr(w, n) for w in parts]) for n in _ARRAYS))
+        for split, parts in per_split.items()
+    }
+    return DatasetBundle(feature_names=[f"f{i}" for i in range(n_features)], **merged)

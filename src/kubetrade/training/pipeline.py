@@ -1,0 +1,242 @@
+"""The guide's ``TrainingPipeline``: train -> evaluate -> export + parity -> log -> register.
+
+Training runs in-process for one process, or as ``torchrun --standalone
+--nproc_per_node=N -m kubetrade.training.run`` when ``hardware.nproc_per_node`` > 1 (the
+bundle is handed over as ``.npz``). Evaluation, export and registration run here, as rank 0.
+A failing step marks the MLflow run FAILED and nothing is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetrade.config import TrainingConfig, flatten, load_training_config
+from kubetrade.errors import ConfigError, TrainingError
+from kubetrade.models import HybridCNNLSTM
+from kubetrade.training.bundle import DatasetBundle, save_bundle
+from kubetrade.training.callbacks import model_from_checkpoint
+from kubetrade.training.evaluation import ModelEvaluator, flat_metrics
+from kubetrade.training.export import export_model
+from kubetrade.training.tracking import DEFAULT_MODEL_NAME, MLflowEpochLogger, MlflowTracker
+from kubetrade.training.trainer import RESULT_NAME, TrainResult, fit
+
+__all__ = ["TrainingPipeline", "DataLoaderFn"]
+
+#: ``(symbols, start_date, end_date, config) -> DatasetBundle``
+DataLoaderFn = Callable[[list[str], str | None, str | None, TrainingConfig], DatasetBundle]
+
+
+class TrainingPipeline:
+    """Train, evaluate, export and register the hybrid model.
+
+    Args:
+        model_type: must match ``model.type`` in the config (only ``hybrid_cnn_lstm``).
+        config_path: the guide's ``config/training.yaml`` (ignored when ``config`` is given).
+        run_dir: run folder (default ``runs/<timestamp>``).
+        config: an already-parsed config.
+        data_loader: builds the windows for :meth:`train` (see :data:`DataLoaderFn`).
+        experiment_name: MLflow experiment.
+        registered_model_name: MLflow registered model to add a version to.
+        tracking_uri: MLflow URI (default: env, else SQLite in ``run_dir``).
+        register: register a model version after the gates pass.
+        nproc_per_node: overrides ``hardware.nproc_per_node``.
+        verbose: per-epoch progress lines.
+    """
+
+    def __init__(
+        self,
+        model_type: str = "hybrid_cnn_lstm",
+        config_path: str | Path | None = "config/training.yaml",
+        run_dir: str | Path | None = None,
+        config: TrainingConfig | None = None,
+        data_loader: DataLoaderFn | None = None,
+        experiment_name: str = "kubetrade",
+        registered_model_name: str = DEFAULT_MODEL_NAME,
+        tracking_uri: str | None = None,
+        register: bool = True,
+        nproc_per_node: int | None = None,
+        verbose: bool = True,
+    ) -> None:
+        self.config = config if config is not None else load_training_config(config_path)
+        if model_type != self.config.model.type:
+            raise ConfigError(
+                f"model_type {model_type!r} does not match model.type {self.config.model.type!r} "
+                "in the config (supported: 'hybrid_cnn_lstm')"
+            )
+        self.config_path = Path(config_path) if config is None and config_path else None
+        self.run_dir = Path(run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        self.data_loader = data_loader
+        self.experiment_name = experiment_name
+        self.registered_model_name = registered_model_name
+        self.tracking_uri = tracking_uri
+        self.register = register
+        self.nproc = nproc_per_node or self.config.hardware.nproc_per_node
+        self.verbose = verbose
+
+    def train(
+        self, symbols: list[str], start_date: str | None = None, end_date: str | None = None
+    ) -> dict[str, Any]:
+        """Load windows for ``symbols`` in the date range, then :meth:`train_on_bundle`."""
+        if self.data_loader is None:
+            raise TrainingError(
+                "TrainingPipeline has no data_loader: pass data_loader=... or call train_on_bundle(bundle)"
+            )
+        bundle = self.data_loader(list(symbols), start_date, end_date, self.config)
+        return self.train_on_bundle(
+            bundle,
+            tags={"symbols": ",".join(symbols), "start_date": start_date, "end_date": end_date},
+        )
+
+    def train_on_bundle(
+        self, bundle: DatasetBundle, tags: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run the whole pipeline on prepared windows; returns the results dict."""
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_file = self.run_dir / "training_config.yaml"
+        config_file.write_text(
+            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
+        tracker = MlflowTracker(self.run_dir, self.experiment_name, self.tracking_uri)
+        run_id = tracker.start()
+        try:
+            tracker.log_params(flatten(cfg))
+            tracker.set_tags(
+                {"model_type": cfg.model.type, "nproc_per_node": self.nproc, **(tags or {})}
+            )
+            tracker.log_artifact(config_file, "config")
+            if self.config_path is not None and self.config_path.is_file():
+                tracker.log_artifact(self.config_path, "config")
+            model, result = self._fit(bundle, tracker)
+            results = self._evaluate_export_register(model, result, bundle, tracker)
+        except BaseException:
+            tracker.end("FAILED")
+            raise
+        tracker.end("FINISHED")
+        results["run_id"] = run_id
+        return results
+
+    # ------------------------------------------------------------ steps
+    def _fit(
+        self, bundle: DatasetBundle, tracker: MlflowTracker
+    ) -> tuple[HybridCNNLSTM, TrainResult]:
+        out = self.run_dir / "train"
+        if self.nproc <= 1:
+            return fit(
+                self.config,
+                bundle,
+                out,
+                extra_callbacks=[MLflowEpochLogger(tracker)],
+                verbose=self.verbose,
+            )
+        bundle_path = save_bundle(bundle, self.run_dir / "bundle.npz")
+        command = [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--standalone",
+            f"--nproc_per_node={self.nproc}",
+            "-m",
+            "kubetrade.training.run",
+            "--bundle",
+            str(bundle_path),
+            "--config",
+            str(self.run_dir / "training_config.yaml"),
+            "--out",
+            str(out),
+            "--mlflow-run-id",
+            str(tracker.run_id),
+            "--tracking-uri",
+            tracker.tracking_uri,
+        ]
+        if not self.verbose:
+            command.append("--quiet")
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        proc = subprocess.run(
+            command, env=env, capture_output=not self.verbose, text=True, check=False
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr or "")[-2000:] if not self.verbose else "(see output above)"
+            raise TrainingError(
+                f"torchrun training failed with exit code {proc.returncode}: {tail}"
+            )
+        result = TrainResult(**json.loads((out / RESULT_NAME).read_text(encoding="utf-8")))
+        assert result.final_model_path is not None
+        return model_from_checkpoint(result.final_model_path), result
+
+    def _evaluate_export_register(
+        self,
+        model: HybridCNNLSTM,
+        result: TrainResult,
+        bundle: DatasetBundle,
+        tracker: MlflowTracker,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        model = model.cpu().eval()
+        periods = 252.0 / cfg.data.prediction_horizon
+        evaluator = ModelEvaluator(train_data=bundle.train, periods_per_year=periods)
+        val = evaluator.evaluate(model, bundle.val)
+        test = evaluator.evaluate(model, bundle.test)
+        report = evaluator.generate_report(
+            test,
+            self.run_dir / "evaluation_report.html",
+            title=f"kubetrade test evaluation (run {tracker.run_id})",
+        )
+        metrics = {**flat_metrics(val, "val_"), **flat_metrics(test, "test_")}
+        tracker.log_metrics(
+            {**metrics, "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch}
+        )
+        tracker.log_artifact(report, "reports")
+        (self.run_dir / "metrics.json").write_text(
+            json.dumps({"val": val, "test": test}, default=str, indent=1), encoding="utf-8"
+        )
+
+        # parity gate: an ExportError ends the run as FAILED before anything is registered
+        exported = export_model(model, self.run_dir / "export", bundle.test)
+        tracker.log_metrics(
+            {
+                f"parity_{fmt}_{out}": diff
+                for fmt, outs in exported.max_abs_diff.items()
+                for out, diff in outs.items()
+            }
+        )
+        tracker.log_artifact(self.run_dir / "export", "export")
+        if result.checkpoint_path:
+            tracker.log_artifact(result.checkpoint_path, "checkpoints")
+        model_uri = tracker.log_model(model, name="model")
+        version = None
+        if self.register:
+            version = tracker.register(
+                model_uri, self.registered_model_name, tags={"best_val_loss": result.best_val_loss}
+            )
+        return {
+            "best_val_loss": result.best_val_loss,
+            "best_epoch": result.best_epoch,
+            "monitor": result.monitor,
+            "best_monitor_value": result.best_monitor_value,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "metrics": {
+                "val": val["model"],
+                "test": test["model"],
+                "val_baselines": val["baselines"],
+                "test_baselines": test["baselines"],
+            },
+            "checkpoint_path": result.checkpoint_path,
+            "final_model_path": result.final_model_path,
+            "report_path": str(report),
+            "export": asdict(exported),
+            "model_uri": model_uri,
+            "registered_model_name": self.registered_model_name if version else None,
+            "model_version": version,
+            "history": result.history,
+            "run_dir": str(self.run_dir),
+        }
