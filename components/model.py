@@ -5,7 +5,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metri
 
 from kubetrade.components.images import BASE_IMAGE
 
-__all__ = ["train_op", "evaluate_op", "export_op"]
+__all__ = ["train_op", "evaluate_op", "export_op", "backtest_op", "register_op"]
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -32,12 +32,12 @@ def evaluate_op(
     results: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
-) -> float:
-    """Test metrics beside naive baselines; returns the test Sharpe of the model's signal."""
+) -> str:
+    """Test metrics beside naive baselines; returns the registration gate, "pass" or "fail"."""
     import json
 
     from kubetrade.pipeline.component_runtime import run_step
-    from kubetrade.pipeline.steps import RunConfig, evaluate_step
+    from kubetrade.pipeline.steps import RunConfig, evaluate_step, evaluation_gate
 
     summary = run_step(
         "evaluate",
@@ -50,7 +50,9 @@ def evaluate_op(
     with open(results.path, encoding="utf-8") as fh:
         test = json.load(fh)["test"]
     confusion.log_confusion_matrix(test["class_names"], test["confusion_matrix"])
-    return float(summary.get("test_sharpe_ratio", 0.0))
+    gate = evaluation_gate(results.path)
+    print(f"[kubetrade] evaluate: registration gate {gate}", flush=True)
+    return gate
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -68,6 +70,51 @@ def export_op(
     summary = run_step(
         "export",
         lambda: export_step(RunConfig.from_json(run_config), bundle.path, model.path, exported.path),
+    )
+    for key, value in summary.items():
+        metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def backtest_op(
+    run_config: str,
+    ohlcv: Input[Dataset],
+    bundle: Input[Dataset],
+    model: Input[Model],
+    ensemble_evaluation: Input[Artifact],
+    report: Output[HTML],
+    results: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """Hybrid signals and the RL ensemble on the test period, beside buy-and-hold."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, backtest_step
+
+    summary = run_step(
+        "backtest",
+        lambda: backtest_step(
+            RunConfig.from_json(run_config), ohlcv.path, bundle.path, model.path,
+            ensemble_evaluation.path, report.path, results.path,
+        ),  # fmt: skip
+    )
+    for key, value in summary.items():
+        metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register_op(
+    run_config: str,
+    exported: Input[Model],
+    evaluation: Input[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """MLflow: new version aliased challenger; champion moves only if it is beaten."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, register_step
+
+    summary = run_step(
+        "register",
+        lambda: register_step(RunConfig.from_json(run_config), exported.path, evaluation.path),
     )
     for key, value in summary.items():
         metrics.log_metric(key, value)

@@ -96,3 +96,20 @@ def test_parity_gate_reports_the_measured_difference(
         verify_parity(drifted.eval(), real_windows, torchscript_path=result.torchscript_path)
     with pytest.raises(ExportError, match="shape"):
         verify_parity(model, real_windows[0], onnx_path=result.onnx_path)
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_fallback_keeps_dynamic_batch(
+    tmp_path: Path, model: HybridCNNLSTM, real_windows: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_export = torch.onnx.export
+
+    def legacy_unavailable(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("dynamo") is False:
+            raise RuntimeError("legacy exporter removed")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", legacy_unavailable)
+    result = export_model(model, tmp_path, real_windows[:150])
+    assert result.onnx_exporter == "dynamo"
+    assert max(result.max_abs_diff["onnx"].values()) <= 1e-4

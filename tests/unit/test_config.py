@@ -129,7 +129,9 @@ _scalars = st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(
     section=st.sampled_from(["model", "training", "data", "validation", "hardware"]),
-    key=st.sampled_from(["batch_size", "learning_rate", "features", "cnn", "device", "metrics", "x"]),
+    key=st.sampled_from(
+        ["batch_size", "learning_rate", "features", "cnn", "device", "metrics", "x"]
+    ),
     value=_scalars,
 )
 def test_fuzzed_config_never_raises_anything_but_config_error(section, key, value):

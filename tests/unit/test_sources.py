@@ -58,7 +58,11 @@ def test_files_with_mapping_and_autodetect(tmp_path, embedded):
         (b"", "wb", "empty"),
         ("\xff\xfeD\x00a\x00".encode("latin-1") + bytes(range(128, 256)), "wb", "UTF-8"),
         (b"symbol,timestamp,open,high,low,close\nA,2020-01-01,1,1,1,1\n", "wb", "missing column"),
-        (b"symbol,timestamp,open,high,low,close,volume\nA,2020-01-01,one,1,1,1,5\n", "wb", "non-numeric"),
+        (
+            b"symbol,timestamp,open,high,low,close,volume\nA,2020-01-01,one,1,1,1,5\n",
+            "wb",
+            "non-numeric",
+        ),
         (b"symbol,timestamp,open,high,low,close,volume\nA,notadate,1,1,1,1,5\n", "wb", "not dates"),
     ],
 )

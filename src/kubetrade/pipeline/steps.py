@@ -354,7 +354,7 @@ def train_step(run: RunConfig, bundle_path: str | Path, model_dir: str | Path) -
             }
         )
         tracker.log_artifact(out / "training_config.yaml", "config")
-        _, result = pipe._fit(bundle, tracker)
+        _, result = pipe.train_model(bundle, tracker)
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -439,5 +439,130 @@ def export_step(
     tracker.log_artifact(info["final_model_path"], "checkpoints")
     model_uri = tracker.log_model(model, name="model")
     tracker.client.set_terminated(info["run_id"], status="FINISHED")
-    _write_json({"model_uri": model_uri, "run_id": info["run_id"]}, Path(export_dir) / "model_uri.json")
+    from kubetrade.registry import sha256_file
+
+    _write_json(
+        {
+            "model_uri": model_uri,
+            "run_id": info["run_id"],
+            "sha256": {
+                "torchscript": sha256_file(exported.torchscript_path),
+                "onnx": sha256_file(exported.onnx_path),
+            },
+            "files": {"torchscript": exported.torchscript_path, "onnx": exported.onnx_path},
+        },
+        Path(export_dir) / "model_uri.json",
+    )
     return {**diffs, "parity_windows": exported.n_windows}
+
+
+# ------------------------------------------------------------------ backtest
+def backtest_step(
+    run: RunConfig,
+    ohlcv_path: str | Path,
+    bundle_path: str | Path,
+    model_dir: str | Path,
+    ensemble_eval_path: str | Path,
+    report_path: str | Path,
+    results_path: str | Path,
+) -> dict[str, Any]:
+    """Backtest on the held-out test period: the hybrid model's signals and the RL
+    ensemble's target weights through one engine (next-open fills, costs, risk
+    controls), beside equal-weight buy-and-hold."""
+    import numpy as np
+
+    from kubetrade.backtest import BacktestingEngine, write_backtest_report
+    from kubetrade.data.splits import load_bundle
+    from kubetrade.models import CLASS_POSITIONS
+    from kubetrade.training.evaluation import predict
+
+    prices = pd.read_parquet(ohlcv_path)
+    bundle = load_bundle(bundle_path)
+    start, end = bundle.periods["test"]
+    model, _ = _load_trained(model_dir)
+    probs, _ = predict(model, bundle.test.X, 512, "cpu")
+    signal = np.asarray(CLASS_POSITIONS, dtype=float)[probs.argmax(axis=1)]
+    hybrid_signals = pd.DataFrame(
+        {
+            "symbol": bundle.test.symbols,
+            "timestamp": pd.to_datetime(bundle.test.timestamps).tz_localize("UTC"),
+            "signal": signal,
+        }
+    )
+    engine = BacktestingEngine()
+    n_symbols = prices["symbol"].nunique()
+    common = dict(
+        prices=prices, start_date=start, end_date=end, initial_capital=100_000,
+        transaction_costs=0.001, slippage=0.0005,
+    )  # fmt: skip
+    results = {
+        "hybrid_cnn_lstm": engine.run_backtest(
+            hybrid_signals, **common, max_position_size=1.0 / n_symbols,
+            stop_loss_pct=0.05, take_profit_pct=0.15, name="hybrid_cnn_lstm",
+        ),  # fmt: skip
+    }
+    rl = _read_json(ensemble_eval_path)
+    stamps = pd.to_datetime(rl["timestamps"][: len(rl["target_weights"])]).tz_localize("UTC")
+    weights = pd.DataFrame(rl["target_weights"], index=stamps, columns=rl["symbols"])
+    results["rl_ensemble"] = engine.run_backtest(
+        weights, **common, signal_mode="weights", rebalance="every_bar", name="rl_ensemble"
+    )
+    tmp = atomic_path(report_path)
+    write_backtest_report(results, tmp, title=f"kubetrade backtest, test period {start}..{end}")
+    os.replace(tmp, report_path)
+    summary: dict[str, Any] = {}
+    for name, res in results.items():
+        m = res.metrics()
+        for key in ("total_return", "sharpe_ratio", "max_drawdown", "num_trades"):
+            summary[f"{name}_{key}"] = float(m[key])
+    bh = results["hybrid_cnn_lstm"]
+    summary["buy_and_hold_total_return"] = float(bh["buy_and_hold_return"])
+    summary["buy_and_hold_sharpe_ratio"] = float(bh.buy_and_hold_metrics["sharpe_ratio"])
+    _write_json({name: res.metrics() for name, res in results.items()}, results_path)
+    return summary
+
+
+# ------------------------------------------------------------------ gate + registry
+def evaluation_gate(results_path: str | Path, tolerance: float = 0.02) -> str:
+    """``"pass"`` when the model's test metrics are finite and its accuracy is at least
+    the majority-class baseline's minus ``tolerance``; otherwise ``"fail"`` (no registration)."""
+    import math
+
+    test = _read_json(results_path)["test"]
+    model, majority = test["model"], test["baselines"]["majority_class"]
+    finite = all(math.isfinite(float(v)) for v in model.values())
+    return "pass" if finite and model["accuracy"] >= majority["accuracy"] - tolerance else "fail"
+
+
+def register_step(
+    run: RunConfig, export_dir: str | Path, results_path: str | Path, model_name: str = "kubetrade-hybrid"
+) -> dict[str, Any]:
+    """Register the exported model (alias challenger) and promote it to champion only if its
+    out-of-sample Sharpe beats the champion's; exported files are checked against the
+    SHA-256 recorded at export first."""
+    import hashlib
+
+    from kubetrade.registry import git_commit, register_challenger, verify_sha256
+
+    info = _read_json(Path(export_dir) / "model_uri.json")
+    verify_sha256(info["files"], info["sha256"])
+    test = _read_json(results_path)["test"]["model"]
+    tracker = _tracker(run)
+    config_hash = hashlib.sha256(run.training.model_dump_json().encode()).hexdigest()
+    promotion = register_challenger(
+        info["model_uri"], model_name, "sharpe_ratio", float(test["sharpe_ratio"]),
+        mode="max", tracking_uri=tracker.tracking_uri,
+        tags={
+            "data_range": f"{run.pipeline.start_date}..{run.pipeline.end_date}",
+            "symbols": ",".join(run.pipeline.symbols),
+            "git_commit": git_commit(),
+            "config_sha256": config_hash,
+            **{f"sha256_{k}": v for k, v in info["sha256"].items()},
+            "mlflow_run_id": info["run_id"],
+        },
+    )  # fmt: skip
+    return {
+        "model_version": int(promotion.version),
+        "promoted_to_champion": int(promotion.promoted),
+        "oos_sharpe_ratio": promotion.value,
+    }

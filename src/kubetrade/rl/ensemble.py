@@ -306,9 +306,11 @@ def run_episode(
     equity = [info["equity"]]
     stamps = [str(np.datetime_as_string(info["timestamp"], unit="D"))]
     total_reward, turnover, costs, done = 0.0, 0.0, 0.0, False
+    targets: list[list[float]] = []  # target weights decided at stamps[i], filled next open
     while not done:
         action, _ = agent.predict(obs, deterministic=True)
         obs, reward, terminated, truncated, info = env.step(action)
+        targets.append([float(w) for w in np.asarray(info["target_weights"]).ravel()])
         if isinstance(agent, EnsembleAgent):
             agent.observe(info)
         if render:
@@ -323,6 +325,7 @@ def run_episode(
         **performance_metrics(equity),
         "equity": equity,
         "timestamps": stamps,
+        "target_weights": targets,
         "total_reward": total_reward,
         "mean_turnover": turnover / max(len(equity) - 1, 1),
         "costs_paid": costs,

@@ -355,6 +355,8 @@ def evaluate_ensemble(
         "buy_and_hold": buy_and_hold_metrics(env),
         "equity": episodes[0]["equity"],
         "timestamps": episodes[0]["timestamps"],
+        "target_weights": episodes[0]["target_weights"],
+        "symbols": list(env_cfg.symbols),
     }
 
 

@@ -55,17 +55,23 @@ def synthetic_bundle(
         y_reg = forward[ends].astype(np.float32)
         y_cls = np.where(y_reg > label_threshold, 0, np.where(y_reg < -label_threshold, 2, 1))
         windows = WindowSet(
-            X,
-            y_cls.astype(np.int64),
-            y_reg,
-            days[ends].astype("datetime64[ns]"),
-            np.full(len(ends), f"SYM{s_idx}"),
+            X=X,
+            y_cls=y_cls.astype(np.int64),
+            y_reg=y_reg,
+            timestamps=days[ends].astype("datetime64[ns]"),
+            symbols=np.full(len(ends), f"SYM{s_idx}"),
         )
         for i, split in enumerate(_SPLITS):
             start = bounds[i] + i * gap
             per_split[split].append(windows.take(slice(start, bounds[i + 1] + i * gap)))
+    names = [f"f{i}" for i in range(n_features)]
     merged = {
-        split: WindowSet(*(np.concatenate([getattr(w, n) for w in parts]) for n in _ARRAYS))
+        split: WindowSet(
+            **{n: np.concatenate([getattr(w, n) for w in parts]) for n in _ARRAYS},
+            feature_names=names,
+        )
         for split, parts in per_split.items()
     }
-    return DatasetBundle(feature_names=[f"f{i}" for i in range(n_features)], **merged)
+    return DatasetBundle(
+        train=merged["train"], val=merged["val"], test=merged["test"], feature_names=names
+    )

@@ -110,9 +110,11 @@ def _export_onnx(
         except Exception:  # noqa: BLE001 - legacy exporter missing or failing: use dynamo
             try:
                 batch = torch.export.Dim("batch", min=1, max=65536)
+                # torch.export specialises a size-1 dimension: trace with a batch of 2
+                example2 = example if len(example) > 1 else example.repeat(2, 1, 1)
                 torch.onnx.export(
                     wrapper,
-                    (example,),
+                    (example2,),
                     str(path),
                     dynamo=True,
                     opset_version=max(opset, 18),

@@ -117,7 +117,7 @@ class TrainingPipeline:
             tracker.log_artifact(config_file, "config")
             if self.config_path is not None and self.config_path.is_file():
                 tracker.log_artifact(self.config_path, "config")
-            model, result = self._fit(bundle, tracker)
+            model, result = self.train_model(bundle, tracker)
             results = self._evaluate_export_register(model, result, bundle, tracker)
         except BaseException:
             tracker.end("FAILED")
@@ -127,9 +127,11 @@ class TrainingPipeline:
         return results
 
     # ------------------------------------------------------------ steps
-    def _fit(
+    def train_model(
         self, bundle: DatasetBundle, tracker: MlflowTracker
     ) -> tuple[HybridCNNLSTM, TrainResult]:
+        """Only the training step (in-process, or torchrun when ``nproc_per_node`` > 1), with
+        per-epoch metrics logged into ``tracker``'s run; returns the best model and result."""
         out = self.run_dir / "train"
         if self.nproc <= 1:
             return fit(
@@ -240,3 +242,5 @@ class TrainingPipeline:
             "history": result.history,
             "run_dir": str(self.run_dir),
         }
+
+    _fit = train_model  # kept for callers written against the first version

@@ -1,0 +1,210 @@
+"""Cluster tuning: the same :class:`~kubetrade.tuning.spec.TuningSpec` as a Katib Experiment.
+
+Every trial is a PyTorchJob running ``kubetrade.training.run`` with the trial's values as
+``--hparam <config.path>=<value>`` flags. Katib names its parameters after the search space
+(``hidden_dim``, ``training.learning_rate``); a linked parameter's flag is repeated for each
+of its config paths, all fed by the same ``${trialParameters.hidden_dim}``, so the trainer
+only ever sees dotted config paths. The tuning-only settings (``training.num_epochs = max_t``,
+``training.monitor``), the spec's ``fixed`` values and the caller's base overrides are plain
+``--hparam`` flags too.
+
+The trainer prints ``val_sharpe_ratio=...`` on every epoch (rank 0); Katib's StdOut collector
+records them and ``metricStrategies`` keeps the best epoch, as the local backend does.
+Katib has no ASHA; ``katib.early_stopping: medianstop`` stops trials below the median of the
+finished ones from epoch ``pruner.grace_period`` on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from kubetrade.errors import ConfigError
+from kubetrade.k8s.katib import (
+    TRIAL_NAME_PLACEHOLDER,
+    BestTrial,
+    MedianStop,
+    build_experiment,
+)
+from kubetrade.k8s.pytorchjob import ClusterTrainingProfile
+from kubetrade.tuning.spec import TuningSpec
+
+__all__ = [
+    "KatibOptions",
+    "katib_experiment_name",
+    "build_tuning_experiment",
+    "experiment_yaml",
+    "run_katib",
+    "hparam_value",
+]
+
+PARAM_FLAG = "--hparam"
+
+
+@dataclass
+class KatibOptions:
+    """Where Katib trials run and what they read.
+
+    Args:
+        image: trainer image (or ``profile.image``).
+        namespace: namespace (or ``profile.namespace``; default ``kubetrade``).
+        bundle_path: the dataset bundle inside the trial pod (on the data PVC).
+        config_path: training config inside the image (``/app/config`` is baked in).
+        output_root: each trial writes to ``<output_root>/<trial name>``.
+        profile: cluster profile (resources, PVC, GPUs, tolerations) for the trial jobs.
+        deadline_s: give up waiting for the experiment after this long.
+        poll_s: seconds between status polls.
+        stall_polls: fail when trial counters have not moved for this many polls.
+    """
+
+    image: str | None = None
+    namespace: str | None = None
+    bundle_path: str = "/data/bundle.npz"
+    config_path: str = "config/training.yaml"
+    output_root: str = "/data/tuning"
+    profile: ClusterTrainingProfile | None = None
+    deadline_s: float = 24 * 3600.0
+    poll_s: float = 30.0
+    stall_polls: int = 120
+    extra_args: list[str] = field(default_factory=list)
+
+    def resolved_namespace(self) -> str:
+        return self.namespace or (self.profile.namespace if self.profile else None) or "kubetrade"
+
+
+def katib_experiment_name(name: str) -> str:
+    """A Katib-valid experiment name (lower-case DNS label, at most 40 characters)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    slug = re.sub(r"-{2,}", "-", slug)
+    if not slug or not slug[0].isalpha():
+        slug = f"tune-{slug}".rstrip("-")
+    return slug[:40].rstrip("-")
+
+
+def hparam_value(value: Any) -> str:
+    """How a fixed override is written after ``--hparam path=`` (YAML flow, one line)."""
+    if isinstance(value, str):
+        return value
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def build_tuning_experiment(
+    spec: TuningSpec,
+    options: KatibOptions,
+    *,
+    name: str,
+    base_overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Katib Experiment for ``spec`` (budget and objective from ``spec.objective``).
+
+    Raises:
+        ConfigError: no image, or anything :func:`~kubetrade.k8s.katib.build_experiment`
+            rejects.
+    """
+    job_options: dict[str, Any] = options.profile.job_kwargs() if options.profile else {}
+    job_options.pop("namespace", None)
+    image = options.image or job_options.pop("image", None)
+    job_options.pop("image", None)
+    if not image:
+        raise ConfigError("Katib tuning needs a trainer image: pass image=... or a cluster profile")
+    fixed = {**dict(base_overrides or {}), **spec.fixed, **spec.tuning_only_overrides()}
+    args = [
+        "--bundle", options.bundle_path,
+        "--config", options.config_path,
+        "--out", f"{options.output_root.rstrip('/')}/{TRIAL_NAME_PLACEHOLDER}",
+        *options.extra_args,
+    ]  # fmt: skip
+    for path, value in fixed.items():
+        args += [PARAM_FLAG, f"{path}={hparam_value(value)}"]
+    objective = spec.objective
+    early = None
+    if spec.katib.early_stopping == "medianstop" and spec.pruner.type != "none":
+        early = MedianStop(
+            min_trials_required=max(spec.pruner.n_startup_trials, 1),
+            start_step=spec.pruner.grace_period,
+        )
+    settings: dict[str, str | int | float] = {}
+    if spec.katib.algorithm in ("tpe", "random", "multivariate-tpe"):
+        settings["random_state"] = spec.sampler.seed
+    experiment = build_experiment(
+        katib_experiment_name(name),
+        namespace=options.resolved_namespace(),
+        search_space=spec.space,
+        objective_metric=objective.metric,
+        mode=objective.mode,
+        goal=spec.katib.goal,
+        additional_metrics=[m for m in ("val_loss",) if m != objective.metric],
+        algorithm=spec.katib.algorithm,
+        algorithm_settings=settings,
+        parallel_trial_count=min(objective.max_concurrent_trials, objective.num_trials),
+        max_trial_count=objective.num_trials,
+        max_failed_trial_count=min(spec.katib.max_failed_trial_count, objective.num_trials),
+        early_stopping=early,
+        trial_image=image,
+        trial_args=args,
+        param_flag=PARAM_FLAG,
+        job_options=job_options,
+    )
+    _expand_links(experiment, spec)
+    return experiment
+
+
+def _expand_links(experiment: dict[str, Any], spec: TuningSpec) -> None:
+    """Rewrite ``--hparam hidden_dim=${trialParameters.hidden_dim}`` into one flag per path."""
+    template = experiment["spec"]["trialTemplate"]
+    refs = {tp["reference"]: tp["name"] for tp in template["trialParameters"]}
+    replacements: dict[str, list[str]] = {}
+    for name in spec.space:
+        placeholder = f"${{trialParameters.{refs[name]}}}"
+        expanded: list[str] = []
+        for target in spec.targets(name):
+            expanded += [PARAM_FLAG, f"{target}={placeholder}"]
+        replacements[f"{name}={placeholder}"] = expanded
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: rewrite(value) for key, value in node.items()}
+        if isinstance(node, list):
+            out: list[Any] = []
+            for item in node:
+                if isinstance(item, str) and item in replacements and out[-1:] == [PARAM_FLAG]:
+                    out[-1:] = replacements[item]
+                else:
+                    out.append(rewrite(item))
+            return out
+        return node
+
+    template["trialSpec"] = rewrite(template["trialSpec"])
+
+
+def experiment_yaml(experiment: Mapping[str, Any]) -> str:
+    """The Experiment as ``kubectl apply -f``-ready YAML."""
+    return yaml.safe_dump(dict(experiment), sort_keys=False, width=100)
+
+
+def run_katib(
+    experiment: Mapping[str, Any],
+    spec: TuningSpec,
+    options: KatibOptions,
+    launcher: Any = None,
+) -> BestTrial:
+    """Submit the Experiment, wait for it and return ``currentOptimalTrial`` (typed values).
+
+    Raises:
+        TrainingError: the experiment failed, stalled or missed ``options.deadline_s``.
+    """
+    from kubetrade.k8s.launcher import run_experiment
+
+    return run_experiment(
+        experiment,
+        deadline_s=options.deadline_s,
+        poll_s=options.poll_s,
+        stall_polls=options.stall_polls,
+        search_space=spec.space,
+        launcher=launcher,
+    )
