@@ -102,6 +102,49 @@ def compile_(
 
 
 @app.command()
+def tune(
+    bundle: Annotated[Path, typer.Option(help="window bundle .npz written by the split step")],
+    search_space: Annotated[Path, typer.Option(help="search space YAML")] = Path(
+        "config/search_space.yaml"
+    ),
+    config: ConfigOpt = Path("config/pipeline.yaml"),
+    backend: Annotated[str, typer.Option(help="local (Optuna) or katib")] = "local",
+    run_dir: Annotated[Path, typer.Option(help="study + results folder")] = Path("runs/tuning"),
+    num_trials: Annotated[int | None, typer.Option(help="override the spec's num_trials")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="parallel trials")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="katib: print the Experiment YAML")] = False,
+) -> None:
+    """Tune hyperparameters on validation metrics only (the test split is dropped first).
+
+    Local: Optuna TPE + pruning, study in <run-dir>/tuning/optuna.db (rerun resumes).
+    Katib: the same search space as a kubeflow.org/v1beta1 Experiment.
+    """
+    from kubetrade.pipeline.steps import load_run_config
+    from kubetrade.tuning.api import KatibDryRun
+    from kubetrade.tuning.api import tune as run_tune
+
+    if backend not in ("local", "katib"):
+        raise KubetradeError(f"--backend {backend!r}: use 'local' or 'katib'")
+    cfg = load_run_config(config)
+    katib = None
+    if backend == "katib":
+        from kubetrade.components.images import TRAINER_IMAGE
+        from kubetrade.tuning.katib_backend import KatibOptions
+
+        katib = KatibOptions(image=TRAINER_IMAGE)
+    result = run_tune(
+        cfg.pipeline.training_config, search_space, bundle=str(bundle), run_dir=run_dir,
+        overrides=cfg.pipeline.training_overrides, backend=backend,  # type: ignore[arg-type]
+        num_trials=num_trials, max_concurrent_trials=max_concurrent, dry_run=dry_run, katib=katib,
+    )  # fmt: skip
+    if isinstance(result, KatibDryRun):
+        out.print(result.yaml, highlight=False)
+        return
+    out.print(f"best {result.metric} = {result.best_value:.4g} with {result.best_params}")
+    out.print(f"best config: {result.best_config_path}")
+
+
+@app.command()
 def submit(
     package: Annotated[Path, typer.Argument(help="compiled pipeline YAML")] = Path(
         "pipelines/compiled/kubetrade_training.yaml"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from kubetrade.config import load_training_config
-from kubetrade.errors import KubetradeError
+from kubetrade.errors import ConfigError, KubetradeError
 from kubetrade.training.bundle import load_bundle
 from kubetrade.training.callbacks import Callback
 from kubetrade.training.distributed import destroy_distributed, init_distributed
@@ -45,6 +45,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mlflow-run-id", default=None, help="log epoch metrics to this run")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument(
+        "--hparam", action="append", default=[], metavar="PATH=VALUE",
+        help="override a config value by dotted path (repeatable; Katib trials use this)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -53,7 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        cfg = load_training_config(args.config)
+        import yaml
+
+        overrides = {}
+        for item in args.hparam:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--hparam {item!r}: expected PATH=VALUE, e.g. training.learning_rate=0.001")
+            overrides[key.strip()] = yaml.safe_load(value)
+        cfg = load_training_config(args.config, overrides or None)
         if args.threads:
             torch.set_num_threads(args.threads)
         ctx = init_distributed(cfg.hardware.device)
