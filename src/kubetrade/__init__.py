@@ -33,6 +33,17 @@ _EXPORTS: dict[str, str] = {
     "PipelineConfig": "kubetrade.config",
     "load_training_config": "kubetrade.config",
     "KubetradeError": "kubetrade.errors",
+    # model, training, tuning
+    "HybridCNNLSTM": "kubetrade.models",
+    "TrainingPipeline": "kubetrade.training",
+    "ModelEvaluator": "kubetrade.training",
+    "AdvancedTrainingPipeline": "kubetrade.tuning",
+    # RL and backtesting
+    "TradingEnvironment": "kubetrade.rl",
+    "PPOAgent": "kubetrade.rl",
+    "SACAgent": "kubetrade.rl",
+    "RLTrainingPipeline": "kubetrade.rl",
+    "BacktestingEngine": "kubetrade.backtest",
     # pipeline
     "RunConfig": "kubetrade.pipeline.steps",
     "run_local": "kubetrade.pipeline.runner",
