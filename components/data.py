@@ -7,7 +7,6 @@ so the same component runs under ``kfp.local.SubprocessRunner`` here and in a po
 on Kubeflow.
 """
 
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
@@ -87,7 +86,9 @@ def split_op(
 
     summary = run_step(
         "split",
-        lambda: split_step(RunConfig.from_json(run_config), features.path, feast_repo.path, bundle.path),
+        lambda: split_step(
+            RunConfig.from_json(run_config), features.path, feast_repo.path, bundle.path
+        ),
     )
     bundle.metadata.update(summary)
     for key, value in summary.items():

@@ -69,7 +69,9 @@ def export_op(
 
     summary = run_step(
         "export",
-        lambda: export_step(RunConfig.from_json(run_config), bundle.path, model.path, exported.path),
+        lambda: export_step(
+            RunConfig.from_json(run_config), bundle.path, model.path, exported.path
+        ),
     )
     for key, value in summary.items():
         metrics.log_metric(key, value)
@@ -93,8 +95,13 @@ def backtest_op(
     summary = run_step(
         "backtest",
         lambda: backtest_step(
-            RunConfig.from_json(run_config), ohlcv.path, bundle.path, model.path,
-            ensemble_evaluation.path, report.path, results.path,
+            RunConfig.from_json(run_config),
+            ohlcv.path,
+            bundle.path,
+            model.path,
+            ensemble_evaluation.path,
+            report.path,
+            results.path,
         ),  # fmt: skip
     )
     for key, value in summary.items():

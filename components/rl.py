@@ -1,7 +1,7 @@
 """RL components: one task per agent type (ParallelFor), then the ensemble."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from kubetrade.components.images import BASE_IMAGE
 
@@ -25,8 +25,12 @@ def rl_agent_op(
     summary = run_step(
         f"rl_agent[{agent_type}]",
         lambda: rl_agent_step(
-            RunConfig.from_json(run_config), agent_type, ohlcv.path, features.path,
-            bundle.path, agent.path,
+            RunConfig.from_json(run_config),
+            agent_type,
+            ohlcv.path,
+            features.path,
+            bundle.path,
+            agent.path,
         ),  # fmt: skip
     )
     agent.metadata["agent_type"] = agent_type
@@ -52,8 +56,13 @@ def ensemble_op(
     summary = run_step(
         "ensemble",
         lambda: ensemble_step(
-            RunConfig.from_json(run_config), [a.path for a in agents], ohlcv.path,
-            features.path, bundle.path, ensemble.path, evaluation.path,
+            RunConfig.from_json(run_config),
+            [a.path for a in agents],
+            ohlcv.path,
+            features.path,
+            bundle.path,
+            ensemble.path,
+            evaluation.path,
         ),  # fmt: skip
     )
     for key, value in summary.items():

@@ -48,7 +48,9 @@ def training_pipeline(run_config: str, agent_types: list = ["ppo", "sac", "td3",
         run_config=run_config, bundle=split.outputs["bundle"], model=train.outputs["model"]
     ).set_display_name("evaluate")
     export = (
-        export_op(run_config=run_config, bundle=split.outputs["bundle"], model=train.outputs["model"])
+        export_op(
+            run_config=run_config, bundle=split.outputs["bundle"], model=train.outputs["model"]
+        )
         .after(evaluate)
         .set_display_name("export (TorchScript + ONNX)")
     )

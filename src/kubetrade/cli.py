@@ -46,7 +46,9 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise KubetradeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set start_date=2010-01-01")
+            raise KubetradeError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. --set start_date=2010-01-01"
+            )
         key, value = item.split("=", 1)
         result[key.strip()] = yaml.safe_load(value)
     return result
@@ -112,7 +114,9 @@ def tune(
     run_dir: Annotated[Path, typer.Option(help="study + results folder")] = Path("runs/tuning"),
     num_trials: Annotated[int | None, typer.Option(help="override the spec's num_trials")] = None,
     max_concurrent: Annotated[int | None, typer.Option(help="parallel trials")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="katib: print the Experiment YAML")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="katib: print the Experiment YAML")
+    ] = False,
 ) -> None:
     """Tune hyperparameters on validation metrics only (the test split is dropped first).
 
@@ -149,7 +153,9 @@ def submit(
     package: Annotated[Path, typer.Argument(help="compiled pipeline YAML")] = Path(
         "pipelines/compiled/kubetrade_training.yaml"
     ),
-    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080")] = "",
+    host: Annotated[
+        str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080")
+    ] = "",
     namespace: Annotated[str, typer.Option(help="KFP namespace")] = "kubeflow",
     experiment: Annotated[str, typer.Option(help="KFP experiment name")] = "kubetrade",
     param: Annotated[
@@ -194,7 +200,9 @@ def validate(
     table.add_column("ok")
     table.add_column("details")
     for r in report.results:
-        table.add_row(r.name, "✔" if r.success else "✘", "" if r.success else str(r.unexpected_count))
+        table.add_row(
+            r.name, "✔" if r.success else "✘", "" if r.success else str(r.unexpected_count)
+        )
     out.print(table)
     if docs:
         out.print(f"data docs: {write_data_docs(validator, docs)}")
@@ -226,7 +234,9 @@ def data_info(
     for col in ("symbol", "first", "last", "bars"):
         table.add_column(col)
     for sym, row in agg.iterrows():
-        table.add_row(str(sym), f"{row['min']:%Y-%m-%d}", f"{row['max']:%Y-%m-%d}", str(row["count"]))
+        table.add_row(
+            str(sym), f"{row['min']:%Y-%m-%d}", f"{row['max']:%Y-%m-%d}", str(row["count"])
+        )
     out.print(table)
 
 

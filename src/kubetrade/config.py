@@ -51,7 +51,9 @@ class StrictModel(BaseModel):
 
 # ---------------------------------------------------------------- training.yaml
 class CNNConfig(StrictModel):
-    input_channels: int = Field(5, ge=1, description="input features per time step (overridden by the data)")
+    input_channels: int = Field(
+        5, ge=1, description="input features per time step (overridden by the data)"
+    )
     hidden_dim: int = Field(256, ge=4, description="CNN output channels (sum of all branches)")
     filter_sizes: list[int] = Field(default_factory=lambda: [3, 5, 7, 11], min_length=1)
     num_heads: int = Field(8, ge=1)
@@ -157,13 +159,24 @@ class DataSection(StrictModel):
     val_split: float = Field(0.15, gt=0.0, lt=1.0)
     test_split: float = Field(0.15, gt=0.0, lt=1.0)
     features: list[str] = Field(
-        default_factory=lambda: ["open", "high", "low", "close", "volume", "rsi", "macd", "bollinger_bands"],
+        default_factory=lambda: [
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "rsi",
+            "macd",
+            "bollinger_bands",
+        ],
         min_length=1,
     )
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     gap_days: int | None = Field(
-        None, ge=0, description="purge gap in bars between splits; default and minimum "
-        "sequence_length + prediction_horizon"
+        None,
+        ge=0,
+        description="purge gap in bars between splits; default and minimum "
+        "sequence_length + prediction_horizon",
     )
     label_threshold: float = Field(
         0.005, ge=0.0, description="forward return above +t is buy, below -t sell, else hold"
@@ -173,9 +186,7 @@ class DataSection(StrictModel):
     def _check(self) -> DataSection:
         total = self.train_split + self.val_split + self.test_split
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(
-                f"train_split + val_split + test_split must sum to 1, got {total:g}"
-            )
+            raise ValueError(f"train_split + val_split + test_split must sum to 1, got {total:g}")
         unknown = [f for f in self.features if f not in FEATURE_NAMES]
         if unknown:
             raise ValueError(f"unknown feature(s) {unknown}; allowed: {list(FEATURE_NAMES)}")
@@ -190,7 +201,11 @@ class DataSection(StrictModel):
     @property
     def purge_gap(self) -> int:
         """Bars left out between consecutive splits."""
-        return self.gap_days if self.gap_days is not None else self.sequence_length + self.prediction_horizon
+        return (
+            self.gap_days
+            if self.gap_days is not None
+            else self.sequence_length + self.prediction_horizon
+        )
 
 
 VALIDATION_METRICS = (
@@ -238,7 +253,9 @@ class TrainingConfig(StrictModel):
 class DataSourceConfig(StrictModel):
     type: Literal["embedded", "files", "synthetic"] = "embedded"
     paths: list[str] = Field(default_factory=list, description="files: CSV/Parquet paths")
-    column_map: dict[str, str] = Field(default_factory=dict, description="files: file column -> canonical")
+    column_map: dict[str, str] = Field(
+        default_factory=dict, description="files: file column -> canonical"
+    )
     synthetic_symbols: int = Field(10, ge=1, le=5000)
     synthetic_years: float = Field(5.0, gt=0.0, le=100.0)
     seed: int = 0
@@ -260,7 +277,9 @@ class PipelineConfig(StrictModel):
     """``config/pipeline.yaml``: what to run, on which data, where."""
 
     name: str = "kubetrade-training"
-    symbols: list[str] = Field(default_factory=lambda: ["AAPL", "GOOG", "IBM", "MSFT"], min_length=1)
+    symbols: list[str] = Field(
+        default_factory=lambda: ["AAPL", "GOOG", "IBM", "MSFT"], min_length=1
+    )
     start_date: str | None = "2005-01-01"
     end_date: str | None = "2013-03-01"
     source: DataSourceConfig = Field(default_factory=DataSourceConfig)
@@ -269,7 +288,7 @@ class PipelineConfig(StrictModel):
         default_factory=lambda: ["rsi", "macd", "bollinger_bands", "atr"], min_length=1
     )
     advanced_features: list[Literal["wavelet", "fourier", "fractal", "cross_asset"]] = Field(
-        default_factory=lambda: ["wavelet", "fourier", "fractal", "cross_asset"]
+        default_factory=lambda: ["wavelet", "fourier", "fractal", "cross_asset"]  # type: ignore[arg-type]
     )
     backend: Literal["local", "kubeflow"] = "local"
     run_root: str = Field("runs", description="run folders go under this directory")
@@ -299,7 +318,11 @@ class PipelineConfig(StrictModel):
                     pd.Timestamp(value)
                 except (ValueError, TypeError) as exc:
                     raise ValueError(f"{key} {value!r} is not a date; use YYYY-MM-DD") from exc
-        if self.start_date and self.end_date and pd.Timestamp(self.start_date) > pd.Timestamp(self.end_date):
+        if (
+            self.start_date
+            and self.end_date
+            and pd.Timestamp(self.start_date) > pd.Timestamp(self.end_date)
+        ):
             raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
         return self
 
@@ -316,7 +339,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             continue
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
-        shown = "" if isinstance(value, dict | list) and len(str(value)) > 60 else f" (got {value!r})"
+        shown = (
+            "" if isinstance(value, dict | list) and len(str(value)) > 60 else f" (got {value!r})"
+        )
         parts.append(f"{path}: {msg}{shown}")
     return f"{source}: " + "; ".join(parts)
 
@@ -333,7 +358,9 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return list(current.model_fields)
 
 
-def load_yaml_model(model: type[M], path: str | Path | None = None, data: dict[str, Any] | None = None) -> M:
+def load_yaml_model(
+    model: type[M], path: str | Path | None = None, data: dict[str, Any] | None = None
+) -> M:
     """Parse ``path`` (or ``data``) into ``model``; every problem raises ConfigError."""
     source = str(path) if path is not None else model.__name__
     if data is None:

@@ -152,9 +152,13 @@ def load_files(
         except DataSourceError:
             raise
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save the CSV as UTF-8") from exc
+            raise DataError(
+                f"{path}: not UTF-8 text ({exc.reason}); save the CSV as UTF-8"
+            ) from exc
         except pd.errors.EmptyDataError as exc:
-            raise DataError(f"{path}: the file is empty; give a file with a header and rows") from exc
+            raise DataError(
+                f"{path}: the file is empty; give a file with a header and rows"
+            ) from exc
         except Exception as exc:  # pyarrow/pandas raise many types for corrupt files
             raise DataError(
                 f"{path}: cannot be read as {'Parquet' if 'parq' in name else 'CSV'} "
@@ -179,9 +183,11 @@ def load_files(
         if "symbol" not in df.columns:
             df["symbol"] = symbol or path.name.split(".")[0].upper()
         frames.append(to_canonical(df, source=str(path)))
-    return pd.concat(frames, ignore_index=True).sort_values(
-        ["symbol", "timestamp"], kind="mergesort"
-    ).reset_index(drop=True)
+    return (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["symbol", "timestamp"], kind="mergesort")
+        .reset_index(drop=True)
+    )
 
 
 def generate_synthetic(
@@ -221,9 +227,7 @@ def generate_synthetic(
     high = np.maximum(open_, close) * np.exp(intraday * rng.random(shape))
     low = np.minimum(open_, close) * np.exp(-intraday * rng.random(shape))
     base_volume = rng.uniform(1e5, 5e7, n_symbols)
-    volume = np.round(
-        base_volume * np.exp(0.3 * rng.standard_normal(shape) + 20 * np.abs(log_ret))
-    )
+    volume = np.round(base_volume * np.exp(0.3 * rng.standard_normal(shape) + 20 * np.abs(log_ret)))
     width = max(3, len(str(n_symbols - 1)))
     symbols = np.array([f"SYN{i:0{width}d}" for i in range(n_symbols)])
     df = pd.DataFrame(
@@ -257,9 +261,7 @@ def select(
     if symbols:
         unknown = [s for s in symbols if s not in set(available)]
         if unknown:
-            raise DataSourceError(
-                f"unknown symbol(s) {unknown}; this data has {available}"
-            )
+            raise DataSourceError(f"unknown symbol(s) {unknown}; this data has {available}")
         df = df[df["symbol"].isin(list(symbols))]
     start = pd.Timestamp(start_date, tz="UTC") if start_date else None
     end = pd.Timestamp(end_date, tz="UTC") if end_date else None
@@ -275,9 +277,7 @@ def select(
     wanted = list(symbols) if symbols else available
     empty = [s for s in wanted if s not in set(out["symbol"].unique())]
     if empty:
-        ranges = (
-            df.groupby("symbol")["timestamp"].agg(["min", "max"]).loc[empty]
-        )
+        ranges = df.groupby("symbol")["timestamp"].agg(["min", "max"]).loc[empty]
         desc = ", ".join(
             f"{s}: {r['min']:%Y-%m-%d}..{r['max']:%Y-%m-%d}" for s, r in ranges.iterrows()
         )

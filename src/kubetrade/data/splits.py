@@ -191,7 +191,9 @@ class WindowSet:
         n = len(self.X)
         for name in ("y_cls", "y_reg", "timestamps", "symbols"):
             if len(getattr(self, name)) != n:
-                raise SplitError(f"WindowSet.{name} has {len(getattr(self, name))} rows but X has {n}")
+                raise SplitError(
+                    f"WindowSet.{name} has {len(getattr(self, name))} rows but X has {n}"
+                )
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -371,7 +373,7 @@ def augment(ws: WindowSet, cfg: AugmentationConfig, seed: int = 0) -> WindowSet:
     X = ws.X.copy()
     n, L, _ = X.shape
     if cfg.time_shift_max > 0:
-        shifts = rng.integers(0, cfg.time_shift_max + 1, size=n)
+        shifts = np.asarray(rng.integers(0, cfg.time_shift_max + 1, size=n))
         src = np.clip(np.arange(L)[None, :] - shifts[:, None], 0, L - 1)
         X = np.take_along_axis(X, src[:, :, None], axis=1)
     if cfg.magnitude_warp:
@@ -441,7 +443,9 @@ def make_demo_bundle(
 
     cfg = cfg or TrainingConfig()
     raw = generate_synthetic(n_symbols=n_symbols, n_years=n_years, seed=seed)
-    feats = FeatureEngineer().add_technical_indicators(raw, indicators=["rsi", "macd", "bollinger_bands", "atr"])
+    feats = FeatureEngineer().add_technical_indicators(
+        raw, indicators=["rsi", "macd", "bollinger_bands", "atr"]
+    )
     return prepare_datasets(feats, cfg)
 
 
@@ -454,15 +458,17 @@ def save_bundle(bundle: DatasetBundle, path: str | Path) -> Path:
         arrays[f"{name}_X"] = ws.X
         arrays[f"{name}_y_cls"] = ws.y_cls
         arrays[f"{name}_y_reg"] = ws.y_reg
-        arrays[f"{name}_timestamps"] = np.asarray(ws.timestamps).astype("datetime64[ns]").astype(np.int64)
+        arrays[f"{name}_timestamps"] = (
+            np.asarray(ws.timestamps).astype("datetime64[ns]").astype(np.int64)
+        )
         arrays[f"{name}_symbols"] = np.asarray(ws.symbols).astype(str)
     arrays["feature_names"] = np.array(bundle.feature_names, dtype=str)
     if bundle.scaler is not None:
         arrays["scaler_center"] = bundle.scaler.center
         arrays["scaler_scale"] = bundle.scaler.scale
-    arrays["periods"] = np.array(
-        [[k, *v] for k, v in bundle.periods.items()], dtype=str
-    ).reshape(-1, 3)
+    arrays["periods"] = np.array([[k, *v] for k, v in bundle.periods.items()], dtype=str).reshape(
+        -1, 3
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
@@ -491,5 +497,7 @@ def load_bundle(path: str | Path) -> DatasetBundle:
             if "scaler_center" in z
             else None
         )
-        periods = {str(r[0]): (str(r[1]), str(r[2])) for r in z["periods"]} if "periods" in z else {}
+        periods = (
+            {str(r[0]): (str(r[1]), str(r[2])) for r in z["periods"]} if "periods" in z else {}
+        )
         return DatasetBundle(ws("train"), ws("val"), ws("test"), names, scaler, periods)

@@ -86,5 +86,7 @@ def submit_pipeline(
         time.sleep(10)
     info["state"] = state
     if state != "SUCCEEDED":
-        raise SubmitError(f"run {result.run_id} ended {state}; see the Kubeflow UI for the failed step")
+        raise SubmitError(
+            f"run {result.run_id} ended {state}; see the Kubeflow UI for the failed step"
+        )
     return info

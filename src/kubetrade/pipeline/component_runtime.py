@@ -34,7 +34,11 @@ def run_step(name: str, fn: Callable[[], T]) -> T:
         print(f"[kubetrade] ERROR {message}", file=sys.stderr, flush=True)
         path = os.environ.get(ERROR_FILE_ENV)
         if path:
-            payload: dict[str, Any] = {"step": name, "error": type(exc).__name__, "message": str(exc)}
+            payload: dict[str, Any] = {
+                "step": name,
+                "error": type(exc).__name__,
+                "message": str(exc),
+            }
             with open(path, "w", encoding="utf-8") as fh:
                 json.dump(payload, fh)
         raise SystemExit(exc.exit_code) from None

@@ -59,7 +59,9 @@ def _collect_outputs(run_dir: Path) -> dict[str, Any]:
     for pipeline_dir in sorted(run_dir.iterdir()):
         if not pipeline_dir.is_dir() or pipeline_dir.name.startswith("."):
             continue
-        for task_dir in sorted(p for p in pipeline_dir.rglob("*") if (p / "executor_output.json").is_file()):
+        for task_dir in sorted(
+            p for p in pipeline_dir.rglob("*") if (p / "executor_output.json").is_file()
+        ):
             executor = json.loads((task_dir / "executor_output.json").read_text(encoding="utf-8"))
             metrics: dict[str, Any] = {}
             artifacts: dict[str, str] = {}
@@ -175,7 +177,9 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
         task = re.search(r"Inner task failed: '([^']+)'", text)
         step = task.group(1) if task else "pipeline"
         log = run_dir / "pipeline.log"
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+        lines = (
+            log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+        )
         errors = [ln.strip() for ln in lines if re.match(r"\s*[\w.]+(Error|Exception|Exit)\b", ln)]
         cause = errors[-1] if errors else text.splitlines()[0] if text else type(exc).__name__
         message = f"{cause} (full log: {log})"

@@ -127,8 +127,8 @@ def load_market_data(cfg: PipelineConfig) -> pd.DataFrame:
             n_symbols=src.synthetic_symbols, n_years=src.synthetic_years, seed=src.seed
         )
     symbols = cfg.symbols
-    if src.type == "synthetic" and symbols == PipelineConfig.model_fields["symbols"].default_factory():  # type: ignore[misc]
-        symbols = sorted(df["symbol"].unique())
+    if src.type == "synthetic" and symbols == PipelineConfig().symbols:
+        symbols = sorted(df["symbol"].unique())  # default symbols mean "all synthetic ones"
     return sources.select(df, symbols, cfg.start_date, cfg.end_date)
 
 
@@ -145,7 +145,10 @@ def ingest_step(run: RunConfig, out_path: str | Path) -> dict[str, Any]:
 
 
 def validate_step(
-    run: RunConfig, data_path: str | Path, docs_path: str | Path, report_path: str | Path | None = None
+    run: RunConfig,
+    data_path: str | Path,
+    docs_path: str | Path,
+    report_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Great Expectations gate; raises QualityGateError (after writing Data Docs) on failure."""
     from kubetrade.data.quality import DataQualityValidator, write_data_docs
@@ -233,7 +236,8 @@ def _rl_configs(run: RunConfig, bundle_path: str | Path, features: pd.DataFrame)
 
     env_data = dict(run.rl.get("trading_env", {}))
     env_data.update(
-        symbols=list(run.pipeline.symbols) if run.pipeline.source.type != "synthetic"
+        symbols=list(run.pipeline.symbols)
+        if run.pipeline.source.type != "synthetic"
         else sorted(features["symbol"].unique()),
         start_date=run.pipeline.start_date,
         end_date=run.pipeline.end_date,
@@ -290,7 +294,9 @@ def ensemble_step(
     if not paths:
         from kubetrade.errors import TrainingError
 
-        raise TrainingError(f"no trained agents found in {agent_dirs}; did every rl_agent task fail?")
+        raise TrainingError(
+            f"no trained agents found in {agent_dirs}; did every rl_agent task fail?"
+        )
     ensemble = build_ensemble(paths, None, env_cfg, train_cfg)
     Path(ensemble_dir).mkdir(parents=True, exist_ok=True)
     ensemble.save(ensemble_dir)
@@ -298,7 +304,9 @@ def ensemble_step(
     _write_json(result, report_path)
     summary = {f"test_{k}": result[k] for k in ("sharpe_ratio", "total_return", "max_drawdown")}
     bh = result["buy_and_hold"]
-    summary.update({f"buy_and_hold_{k}": bh[k] for k in ("sharpe_ratio", "total_return") if k in bh})
+    summary.update(
+        {f"buy_and_hold_{k}": bh[k] for k in ("sharpe_ratio", "total_return") if k in bh}
+    )
     for name, metrics in result["agents"].items():
         summary[f"{name}_test_sharpe_ratio"] = metrics.get("sharpe_ratio", float("nan"))
     for name, weight in result["weights"].items():
@@ -403,7 +411,9 @@ def evaluate_step(
     tracker.log_metrics(metrics)
     tracker.log_artifact(report_path, "reports")
     test.pop("series", None)
-    _write_json({"val": {k: v for k, v in val.items() if k != "series"}, "test": test}, results_path)
+    _write_json(
+        {"val": {k: v for k, v in val.items() if k != "series"}, "test": test}, results_path
+    )
     summary = {f"test_{k}": v for k, v in test["model"].items()}
     for name, values in test["baselines"].items():
         for key in ("accuracy", "sharpe_ratio"):
@@ -497,8 +507,12 @@ def backtest_step(
     )  # fmt: skip
     results = {
         "hybrid_cnn_lstm": engine.run_backtest(
-            hybrid_signals, **common, max_position_size=1.0 / n_symbols,
-            stop_loss_pct=0.05, take_profit_pct=0.15, name="hybrid_cnn_lstm",
+            hybrid_signals,
+            **common,
+            max_position_size=1.0 / n_symbols,
+            stop_loss_pct=0.05,
+            take_profit_pct=0.15,
+            name="hybrid_cnn_lstm",
         ),  # fmt: skip
     }
     rl = _read_json(ensemble_eval_path)
@@ -535,7 +549,10 @@ def evaluation_gate(results_path: str | Path, tolerance: float = 0.02) -> str:
 
 
 def register_step(
-    run: RunConfig, export_dir: str | Path, results_path: str | Path, model_name: str = "kubetrade-hybrid"
+    run: RunConfig,
+    export_dir: str | Path,
+    results_path: str | Path,
+    model_name: str = "kubetrade-hybrid",
 ) -> dict[str, Any]:
     """Register the exported model (alias challenger) and promote it to champion only if its
     out-of-sample Sharpe beats the champion's; exported files are checked against the

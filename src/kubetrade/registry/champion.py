@@ -130,7 +130,13 @@ def register_challenger(
 
     version = _retry(create, "register the model", uri, attempts, backoff_s)
     v = str(version.version)
-    _retry(lambda: client.set_registered_model_alias(name, CHALLENGER, v), "set the challenger alias", uri, attempts, backoff_s)
+    _retry(
+        lambda: client.set_registered_model_alias(name, CHALLENGER, v),
+        "set the challenger alias",
+        uri,
+        attempts,
+        backoff_s,
+    )
 
     def champion() -> tuple[str | None, float | None]:
         try:
@@ -145,5 +151,11 @@ def register_challenger(
     champ_version, champ_value = _retry(champion, "read the champion", uri, attempts, backoff_s)
     promote = champ_value is None or _better(value, champ_value, mode)
     if promote:
-        _retry(lambda: client.set_registered_model_alias(name, CHAMPION, v), "promote the champion", uri, attempts, backoff_s)
+        _retry(
+            lambda: client.set_registered_model_alias(name, CHAMPION, v),
+            "promote the champion",
+            uri,
+            attempts,
+            backoff_s,
+        )
     return Promotion(name, v, promote, metric, value, champ_version, champ_value)

@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for item in args.hparam:
             key, sep, value = item.partition("=")
             if not sep:
-                raise ConfigError(f"--hparam {item!r}: expected PATH=VALUE, e.g. training.learning_rate=0.001")
+                raise ConfigError(
+                    f"--hparam {item!r}: expected PATH=VALUE, e.g. training.learning_rate=0.001"
+                )
             overrides[key.strip()] = yaml.safe_load(value)
         cfg = load_training_config(args.config, overrides or None)
         if args.threads:
