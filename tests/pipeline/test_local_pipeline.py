@@ -113,8 +113,19 @@ def test_cli_run_failure_is_one_line_and_nonzero(tmp_path):
 def test_compile_writes_a_loadable_pipeline(tmp_path):
     from kubetrade.pipeline.runner import compile_pipeline
 
-    path = compile_pipeline(tmp_path / "p.yaml", load_run_config(tiny_config(tmp_path)))
+    run = load_run_config(tiny_config(tmp_path))
+    path = compile_pipeline(tmp_path / "p.yaml", run)
     spec = yaml.safe_load(path.read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"ingest-op", "validate-op", "features-op", "split-op"}
+    assert {"ingest-op", "validate-op", "features-op", "split-op", "train-op", "evaluate-op",
+            "export-op", "ensemble-op", "backtest-op"} <= set(tasks)  # fmt: skip
     assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "validate-op"]
+    loops = [t for t in tasks.values() if "parameterIterator" in t]
+    assert len(loops) == 1  # the RL agents' ParallelFor
+    gates = [t for t in tasks.values() if "triggerPolicy" in t]
+    assert gates and "pass" in gates[0]["triggerPolicy"]["condition"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["agent_types"]["defaultValue"] == ["ppo", "dqn"]
+    # compiling twice gives the same bytes (CI compiles it)
+    again = compile_pipeline(tmp_path / "q.yaml", run)
+    assert again.read_bytes() == path.read_bytes()
