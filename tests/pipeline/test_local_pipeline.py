@@ -64,6 +64,24 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     assert bundle.val.timestamps.max() < bundle.test.timestamps.min()
     assert np.isfinite(bundle.train.X).all()
     assert (result.run_dir / "pipeline.log").stat().st_size > 0
+    export = json.loads(
+        (Path(tasks["export"]["artifacts"]["exported"]) / "model_uri.json").read_text()
+    )
+    assert set(export["sha256"]) == {"torchscript", "onnx"}
+    backtest = tasks["backtest"]["metrics"]
+    assert {"hybrid_cnn_lstm_sharpe_ratio", "rl_ensemble_sharpe_ratio",
+            "buy_and_hold_total_return"} <= set(backtest)  # fmt: skip
+    # the registry holds a version exactly when the evaluation gate let register run
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}")
+    versions = client.search_model_versions("name='kubetrade-hybrid'")
+    if "register" in tasks:
+        assert len(versions) == 1
+        champion = client.get_model_version_by_alias("kubetrade-hybrid", "champion")
+        assert champion.tags["sha256_onnx"] == export["sha256"]["onnx"]
+    else:
+        assert versions == []
 
 
 def _corrupt(tmp_path: Path, how: str) -> Path:

@@ -121,12 +121,15 @@ def register_challenger(
     all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, f"oos_{metric}": repr(value)}
 
     def create() -> Any:
+        import mlflow
+
+        # mlflow.register_model resolves MLflow 3 logged-model URIs (models:/m-...) and runs:/
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
         try:
-            client.get_registered_model(name)
-        except MlflowException:
-            client.create_registered_model(name)
-        run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
-        return client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags)
+            return mlflow.register_model(model_uri, name, tags=all_tags)
+        finally:
+            mlflow.set_tracking_uri(previous)
 
     version = _retry(create, "register the model", uri, attempts, backoff_s)
     v = str(version.version)
