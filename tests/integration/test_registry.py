@@ -10,8 +10,11 @@ from kubetrade.registry import register_challenger, sha256_file, verify_sha256
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, monkeypatch):
     import mlflow
+
+    # set_tracking_uri writes MLFLOW_TRACKING_URI; monkeypatch restores the environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)

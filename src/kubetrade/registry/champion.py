@@ -12,6 +12,7 @@ clear line; the champion alias is set last, so a failure leaves it where it was.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -124,12 +125,16 @@ def register_challenger(
         import mlflow
 
         # mlflow.register_model resolves MLflow 3 logged-model URIs (models:/m-...) and runs:/
-        previous = mlflow.get_tracking_uri()
+        # but reads the global URI; set it, then restore the previous state exactly
+        # (set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment)
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
         try:
             return mlflow.register_model(model_uri, name, tags=all_tags)
         finally:
-            mlflow.set_tracking_uri(previous)
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+            if previous is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
 
     version = _retry(create, "register the model", uri, attempts, backoff_s)
     v = str(version.version)
