@@ -33,6 +33,7 @@ __all__ = [
     "TrainingConfig",
     "PipelineConfig",
     "load_yaml_model",
+    "read_yaml_file",
     "load_training_config",
     "apply_overrides",
     "load_pipeline_config",
@@ -358,6 +359,17 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return list(current.model_fields)
 
 
+def read_yaml_file(path: str | Path, what: str = "config") -> Any:
+    """Parse a YAML file; a missing file or bad YAML is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+
+
 def load_yaml_model(
     model: type[M], path: str | Path | None = None, data: dict[str, Any] | None = None
 ) -> M:
@@ -366,13 +378,7 @@ def load_yaml_model(
     if data is None:
         if path is None:
             return model()
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     try:

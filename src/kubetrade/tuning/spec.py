@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from kubetrade.config import StrictModel, TrainingConfig, apply_overrides, format_validation_error
@@ -214,14 +213,9 @@ class TuningSpec:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TuningSpec:
         """Read :meth:`from_dict`'s format from a YAML file."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"search space file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        return cls.from_dict(data or {}, source=str(p))
+        from kubetrade.config import read_yaml_file
+
+        return cls.from_dict(read_yaml_file(path, "search space") or {}, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The file form (round-trips through :meth:`from_dict`)."""
