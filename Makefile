@@ -7,7 +7,7 @@ KT := $(VENV)/bin/kubetrade
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: setup run test test-all lint format compile bench images kind-load kind-e2e clean help
+.PHONY: setup run test test-all lint format compile bench images kind-load kind-e2e checkov checkov-setup clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,10 +23,10 @@ setup: $(STAMP)  ## create .venv and install pinned dependencies (constraints.tx
 run: setup  ## run the whole pipeline locally on the embedded real data
 	$(KT) run
 
-test: setup  ## run the test suite (slow tests excluded; see test-all)
+test: setup checkov-setup  ## run the test suite (slow tests excluded; see test-all)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: setup  ## every test, including the slow ones
+test-all: setup checkov-setup  ## every test, including the slow ones
 	$(PY) -m pytest -q
 
 lint: setup  ## ruff + mypy
@@ -48,3 +48,54 @@ bench: setup  ## benchmarks against peer libraries; results in bench/results/
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+
+# ---------------------------------------------------------------- cluster: images, kind, checkov
+# Image tags: the defaults in components/images.py (same KUBETRADE_*_IMAGE overrides), checked
+# by tests/manifests/test_manifests_images.py.
+IMAGE_TAG ?= 0.1.0
+BASE_IMAGE ?= $(or $(KUBETRADE_BASE_IMAGE),kubetrade/base:$(IMAGE_TAG))
+TRAINER_IMAGE ?= $(or $(KUBETRADE_TRAINER_IMAGE),kubetrade/trainer:$(IMAGE_TAG))
+TUNER_IMAGE ?= $(or $(KUBETRADE_TUNER_IMAGE),kubetrade/tuner:$(IMAGE_TAG))
+DOCKER ?= docker
+KIND ?= kind
+KIND_CLUSTER ?= kubetrade
+KIND_IMAGES ?= $(BASE_IMAGE) $(TRAINER_IMAGE) $(TUNER_IMAGE)
+# checkov pins packages that clash with constraints.txt (tabulate, ...): its own venv, inside
+# .venv so it is git-ignored and removed with it.
+CHECKOV_VENV ?= $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+CHECKOV_OVERLAYS := base overlays/kind overlays/gpu
+
+images:  ## docker build kubetrade/base, trainer and tuner (images/*/Dockerfile)
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found: install Docker (or DOCKER=podman)" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine answers ('$(DOCKER) info' failed): start it first" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/base/Dockerfile -t $(BASE_IMAGE) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/trainer/Dockerfile -t $(TRAINER_IMAGE) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/tuner/Dockerfile -t $(TUNER_IMAGE) .
+
+kind-load:  ## kind load the images into the kind cluster (KIND_CLUSTER=kubetrade)
+	@command -v $(KIND) >/dev/null 2>&1 || { echo "make kind-load: '$(KIND)' not found: install kind" >&2; exit 1; }
+	@for image in $(KIND_IMAGES); do \
+	  echo "kind load docker-image $$image --name $(KIND_CLUSTER)"; \
+	  $(KIND) load docker-image "$$image" --name $(KIND_CLUSTER) || exit 1; \
+	done
+
+kind-e2e: setup  ## end-to-end run on kind (docker, kind, kubectl; see docs/cluster.md)
+	CLUSTER_NAME=$(KIND_CLUSTER) IMAGE_TAG=$(IMAGE_TAG) scripts/kind_e2e.sh
+
+$(CHECKOV_STAMP): tests/manifests/checkov-requirements.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade "pip>=24"
+	$(CHECKOV_VENV)/bin/python -m pip install $(PIP_FLAGS) -r tests/manifests/checkov-requirements.txt
+	@touch $@
+
+checkov-setup: $(CHECKOV_STAMP)  ## install pinned checkov into its own venv, .venv/checkov
+
+checkov: checkov-setup  ## checkov on every rendered overlay (skips: manifests/CHECKOV_SKIPS.md)
+	@command -v kubectl >/dev/null 2>&1 || { echo "make checkov: kubectl (>= 1.27) is needed to render" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	for overlay in $(CHECKOV_OVERLAYS); do \
+	  echo "== checkov manifests/$$overlay"; \
+	  kubectl kustomize manifests/$$overlay > "$$tmp/rendered.yaml" || exit 1; \
+	  $(CHECKOV_VENV)/bin/checkov --config-file manifests/checkov.yaml -f "$$tmp/rendered.yaml" --compact --quiet || exit 1; \
+	done

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end test on a local kind cluster: Kubeflow Pipelines (standalone), the Kubeflow
 # Training Operator and Katib, kubetrade's images and manifests, then one real pipeline
-# run submitted with `kubetrade submit --wait`. Needs docker, kind, kubectl and the
-# project's virtualenv (make setup). About 20-40 minutes and ~12 GB of disk on first run.
+# run submitted with `kubetrade submit --wait`. Needs docker, kind, kubectl, make and the
+# project's virtualenv (make setup). About 30-60 minutes and ~25 GB of disk on first run
+# (the CUDA trainer image alone is several GB). Steps, in order (docs/cluster.md):
+#   1 preflight   2 kind cluster   3 KFP + Training Operator + Katib   4 images
+#   5 manifests/overlays/kind   6 compile   7 port-forward KFP   8 submit --wait
+#   9 every PyTorchJob Succeeded   (cleanup trap: stop port-forward, dump state on failure)
 #
-#   scripts/kind_e2e.sh            # create (or reuse) the cluster, run, keep the cluster
+#   scripts/kind_e2e.sh                  # create (or reuse) the cluster, run, keep the cluster
 #   KEEP_CLUSTER=0 scripts/kind_e2e.sh   # delete the cluster at the end, pass or fail
+#   SKIP_IMAGES=1 scripts/kind_e2e.sh    # reuse images already loaded into the cluster
 #
 # Every version is pinned and can be overridden from the environment.
 set -euo pipefail
@@ -19,7 +24,11 @@ KFP_VERSION="${KFP_VERSION:-2.16.1}"
 TRAINING_OPERATOR_VERSION="${TRAINING_OPERATOR_VERSION:-v1.9.0}"
 KATIB_VERSION="${KATIB_VERSION:-v0.19.0}"
 IMAGE_TAG="${IMAGE_TAG:-0.1.0}"
-BASE_IMAGE="kubetrade/base:${IMAGE_TAG}"
+SKIP_IMAGES="${SKIP_IMAGES:-0}"
+# The same names the Makefile builds and components/images.py compiles into the pipeline.
+export KUBETRADE_BASE_IMAGE="${KUBETRADE_BASE_IMAGE:-kubetrade/base:${IMAGE_TAG}}"
+export KUBETRADE_TRAINER_IMAGE="${KUBETRADE_TRAINER_IMAGE:-kubetrade/trainer:${IMAGE_TAG}}"
+export KUBETRADE_TUNER_IMAGE="${KUBETRADE_TUNER_IMAGE:-kubetrade/tuner:${IMAGE_TAG}}"
 NAMESPACE="kubeflow" # manifests/overlays/kind puts kubetrade next to KFP standalone
 PIPELINE_PACKAGE="${PIPELINE_PACKAGE:-pipelines/compiled/kubetrade_training.yaml}"
 KFP_PORT="${KFP_PORT:-8080}"
@@ -68,23 +77,23 @@ wait_rollout() { # namespace, then deployment/statefulset names
   done
 }
 
-# --------------------------------------------------------------------------- preflight
-log "preflight"
-require docker kind kubectl
+# --------------------------------------------------------------------------- 1 preflight
+log "1/9 preflight"
+require docker kind kubectl make curl
 docker info >/dev/null 2>&1 || die "the Docker engine is not running"
 [[ -x "${KUBETRADE}" ]] || die "${KUBETRADE} not found; run 'make setup' first"
 
-# --------------------------------------------------------------------------- cluster
+# --------------------------------------------------------------------------- 2 cluster
 if kind get clusters 2>/dev/null | grep -qx "${CLUSTER_NAME}"; then
-  log "reusing kind cluster ${CLUSTER_NAME}"
+  log "2/9 reusing kind cluster ${CLUSTER_NAME}"
 else
-  log "creating kind cluster ${CLUSTER_NAME} (${KIND_CONFIG})"
+  log "2/9 creating kind cluster ${CLUSTER_NAME} (${KIND_CONFIG})"
   kind create cluster --name "${CLUSTER_NAME}" --config "${KIND_CONFIG}" --wait 5m
 fi
 kubectl config use-context "kind-${CLUSTER_NAME}"
 
-# --------------------------------------------------------------------------- Kubeflow
-log "installing Kubeflow Pipelines ${KFP_VERSION} (standalone)"
+# --------------------------------------------------------------------------- 3 Kubeflow
+log "3/9 installing Kubeflow Pipelines ${KFP_VERSION} (standalone)"
 kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=${KFP_VERSION}"
 kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
 kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=${KFP_VERSION}"
@@ -103,24 +112,28 @@ kubectl wait --for condition=established --timeout=120s \
 wait_rollout kubeflow deployment/ml-pipeline deployment/ml-pipeline-ui \
   deployment/training-operator deployment/katib-controller deployment/katib-db-manager
 
-# --------------------------------------------------------------------------- images
-log "building ${BASE_IMAGE} and loading it into kind"
-DOCKER_BUILDKIT=1 docker build -f images/base/Dockerfile -t "${BASE_IMAGE}" .
-kind load docker-image "${BASE_IMAGE}" --name "${CLUSTER_NAME}"
+# --------------------------------------------------------------------------- 4 images
+if [[ "${SKIP_IMAGES}" == "1" ]]; then
+  log "4/9 SKIP_IMAGES=1: using the images already loaded into ${CLUSTER_NAME}"
+else
+  log "4/9 building ${KUBETRADE_BASE_IMAGE}, ${KUBETRADE_TRAINER_IMAGE}, ${KUBETRADE_TUNER_IMAGE} and loading them into kind"
+  # images/base/Dockerfile, images/trainer/Dockerfile, images/tuner/Dockerfile
+  make images IMAGE_TAG="${IMAGE_TAG}"
+  make kind-load IMAGE_TAG="${IMAGE_TAG}" KIND_CLUSTER="${CLUSTER_NAME}"
+fi
 
-# --------------------------------------------------------------------------- kubetrade
-log "applying manifests/overlays/kind"
+# --------------------------------------------------------------------------- 5 kubetrade
+log "5/9 applying manifests/overlays/kind"
 kubectl apply -k manifests/overlays/kind
 wait_rollout "${NAMESPACE}" statefulset/kubetrade-postgres deployment/kubetrade-minio \
   deployment/kubetrade-redis deployment/kubetrade-mlflow
 
-# --------------------------------------------------------------------------- pipeline
-if [[ ! -f "${PIPELINE_PACKAGE}" ]]; then
-  log "compiling the pipeline"
-  "${KUBETRADE}" compile --output "${PIPELINE_PACKAGE}"
-fi
+# --------------------------------------------------------------------------- 6 pipeline
+# Always recompiled: the package must name the images built above (KUBETRADE_*_IMAGE).
+log "6/9 compiling the pipeline to ${PIPELINE_PACKAGE}"
+"${KUBETRADE}" compile --output "${PIPELINE_PACKAGE}"
 
-log "port-forwarding the KFP API to localhost:${KFP_PORT}"
+log "7/9 port-forwarding the KFP API to localhost:${KFP_PORT}"
 kubectl -n kubeflow port-forward svc/ml-pipeline-ui "${KFP_PORT}:80" >/dev/null 2>&1 &
 PORT_FORWARD_PID=$!
 for _ in $(seq 1 30); do
@@ -132,10 +145,10 @@ done
 curl -fsS "http://localhost:${KFP_PORT}/apis/v2beta1/healthz" >/dev/null ||
   die "KFP API did not answer on localhost:${KFP_PORT}"
 
-log "submitting ${PIPELINE_PACKAGE} and waiting for it"
+log "8/9 submitting ${PIPELINE_PACKAGE} and waiting for it (fails unless SUCCEEDED)"
 "${KUBETRADE}" submit "${PIPELINE_PACKAGE}" --host "http://localhost:${KFP_PORT}" --wait
 
-log "checking that the train step ran a PyTorchJob and that every PyTorchJob succeeded"
+log "9/9 checking that the train step ran a PyTorchJob and that every PyTorchJob succeeded"
 kubectl -n "${NAMESPACE}" get pytorchjobs -o \
   jsonpath='{range .items[*]}{.metadata.name}{"\t"}{.status.conditions[-1:].type}{"\n"}{end}' |
   tee /dev/stderr |

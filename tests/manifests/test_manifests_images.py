@@ -1,17 +1,23 @@
 """Static lint of images/*/Dockerfile (no Docker engine runs here or in CI): pinned base
-images, non-root final stage, constraints-driven installs, CPU torch only in the base
-image, a Dockerfile-specific .dockerignore. No fakes."""
+images, non-root final stage, constraints-driven installs, CPU torch in the base and tuner
+images, a Dockerfile-specific .dockerignore that lets every COPY source through, the tuner's
+kfp-free requirements, and Makefile image tags equal to components/images.py. No fakes."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
+import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from _k8s_checks import REPO, image_problem
 
 IMAGES = REPO / "images"
 DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -35,7 +41,7 @@ def _args(instructions: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def test_expected_images_exist() -> None:
-    assert {p.parent.name for p in DOCKERFILES} == {"base", "trainer"}
+    assert {p.parent.name for p in DOCKERFILES} == {"base", "trainer", "tuner"}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -56,7 +62,11 @@ def test_dockerfile_rules(dockerfile: Path) -> None:
     assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]} must be a numeric non-root uid"
     assert uid == "1000"  # matches runAsUser in kubetrade.k8s and the manifests
     runs = " ".join(rest for op, rest in instructions if op == "RUN")
-    assert "-c constraints.txt" in runs
+    if dockerfile.parent.name == "tuner":  # constraints.txt, filtered by requirements.py
+        assert "requirements.py pyproject.toml constraints.txt /tmp/tuner" in runs
+        assert "-c /tmp/tuner/constraints.txt" in runs and "pip install --no-deps ." in runs
+    else:
+        assert "-c constraints.txt" in runs and "pip check" in runs
     assert not any(op == "ADD" for op, _ in instructions), "use COPY, not ADD"
     for op, rest in instructions:
         if op == "COPY" and not rest.startswith("--from"):
@@ -67,14 +77,110 @@ def test_dockerfile_rules(dockerfile: Path) -> None:
     assert ignore.is_file(), "each Dockerfile needs its Dockerfile.dockerignore"
     patterns = ignore.read_text().split()
     assert patterns[patterns.index("*")] == "*" and "!src/" in patterns
+    # an allow-list: every COPY source from the context must be let through
+    for op, rest in instructions:
+        if op == "COPY" and not rest.startswith("--from"):
+            for source in rest.split()[:-1]:
+                allowed = f"!{source}/" if (REPO / source).is_dir() else f"!{source}"
+                assert allowed in patterns, f"COPY {source} but {ignore.name} lacks {allowed}"
+    # pyproject maps kubetrade.components/.pipelines to top-level folders: `pip install .`
+    # fails without them
+    package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ]
+    copied = {rest.split()[0] for op, rest in instructions if op == "COPY"}
+    for folder in package_dirs.values():
+        if folder:
+            assert folder in copied, f"pyproject's package-dir {folder!r} is not copied"
 
 
 def test_base_image_installs_cpu_torch_only_and_trainer_cuda() -> None:
     base = _args(_instructions(IMAGES / "base" / "Dockerfile"))
     trainer = _args(_instructions(IMAGES / "trainer" / "Dockerfile"))
-    assert base["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    tuner = _args(_instructions(IMAGES / "tuner" / "Dockerfile"))
+    assert base["TORCH_INDEX_URL"] == tuner["TORCH_INDEX_URL"] == CPU_INDEX
     assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu1\d{2}", trainer["TORCH_INDEX_URL"])
     constraints = (REPO / "constraints.txt").read_text()
     pinned = re.search(r"^torch==([\w.]+)$", constraints, re.M)
     assert pinned is not None
-    assert base["TORCH_VERSION"] == trainer["TORCH_VERSION"] == pinned.group(1)
+    assert base["TORCH_VERSION"] == trainer["TORCH_VERSION"] == tuner["TORCH_VERSION"]
+    assert base["TORCH_VERSION"] == pinned.group(1)
+    assert base["PYTHON_IMAGE"] == trainer["PYTHON_IMAGE"] == tuner["PYTHON_IMAGE"]
+
+
+def _tuner_requirements() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "tuner_requirements", IMAGES / "tuner" / "requirements.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _names(lines: list[str]) -> set[str]:
+    return {
+        re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0]).lower()
+        for line in lines
+        if line.strip() and not line.startswith("#")
+    }
+
+
+def test_tuner_requirements_drop_kfp_and_pin_katib(tmp_path: Path) -> None:
+    tuner = _args(_instructions(IMAGES / "tuner" / "Dockerfile"))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", tuner["KATIB_SDK_VERSION"])
+    module = _tuner_requirements()
+    katib = f"kubeflow-katib=={tuner['KATIB_SDK_VERSION']}"
+    module.main(str(REPO / "pyproject.toml"), str(REPO / "constraints.txt"), str(tmp_path), katib)
+    requirements = (tmp_path / "requirements.txt").read_text().splitlines()
+    constraints = (tmp_path / "constraints.txt").read_text().splitlines()
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert katib in requirements
+    assert _names(requirements) == (_names(deps) - module.EXCLUDED) | {"kubeflow-katib"}
+    assert not {"kfp", "kfp-kubernetes", "kubeflow-training"} & _names(requirements)
+    # constraints.txt minus the protobuf-bound pins, every other pin unchanged
+    original = [
+        line for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line
+    ]
+    assert "protobuf" not in _names(constraints)
+    assert constraints == [line for line in original if _names([line]) - module.UNPINNED]
+
+
+def _makefile_vars() -> dict[str, str]:
+    values = {}
+    for line in (REPO / "Makefile").read_text().splitlines():
+        match = re.match(r"^([A-Z_]+)\s*\?=\s*(.*)$", line)
+        if match:
+            values[match.group(1)] = match.group(2).strip()
+    return values
+
+
+def _image_defaults() -> dict[str, str]:
+    """NAME -> default of ``NAME = os.environ.get("KUBETRADE_NAME", "default")`` in
+    components/images.py (read statically, so the environment cannot change it)."""
+    tree = ast.parse((REPO / "components" / "images.py").read_text())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            (target,) = node.targets
+            env_name, default = (ast.literal_eval(a) for a in node.value.args)
+            assert isinstance(target, ast.Name) and env_name == f"KUBETRADE_{target.id}"
+            out[target.id] = default
+    return out
+
+
+def test_makefile_image_tags_match_components_images() -> None:
+    make = _makefile_vars()
+    defaults = _image_defaults()
+    # TUNER_IMAGE is new: until components/images.py defines it, expect the base's tag
+    defaults.setdefault("TUNER_IMAGE", defaults["BASE_IMAGE"].replace("/base:", "/tuner:"))
+    for name in ("BASE_IMAGE", "TRAINER_IMAGE", "TUNER_IMAGE"):
+        match = re.fullmatch(rf"\$\(or \$\(KUBETRADE_{name}\),(.+)\)", make[name])
+        assert match, f"Makefile {name} must honour KUBETRADE_{name}: {make[name]}"
+        resolved = match.group(1).replace("$(IMAGE_TAG)", make["IMAGE_TAG"])
+        assert resolved == defaults[name], f"Makefile {name}={resolved} != images.py"
+        assert image_problem(resolved) is None
+    text = (REPO / "Makefile").read_text()
+    for image in ("base", "trainer", "tuner"):
+        assert f"-f images/{image}/Dockerfile" in text
+    assert "kind load docker-image" in text and "scripts/kind_e2e.sh" in text

@@ -168,6 +168,12 @@ def test_no_real_credentials_and_every_secret_ref_resolves(overlay: str) -> None
                     ref = (env.get("valueFrom") or {}).get("secretKeyRef")
                     if ref:
                         referenced.setdefault(ref["name"], set()).add(ref["key"])
+            for volume in pod.get("volumes") or []:  # Secrets mounted as files
+                if "secret" in volume:
+                    items = volume["secret"].get("items")
+                    assert items, f"secret volume {volume['name']}: list its keys (items)"
+                    name = volume["secret"]["secretName"]
+                    referenced.setdefault(name, set()).update(i["key"] for i in items)
     if overlay == "overlays/kind":
         # generated, hash-suffixed placeholders that say what they are
         assert {name.rsplit("-", 1)[0] for name in secrets} == set(EXTERNAL_SECRETS)
@@ -269,3 +275,73 @@ def test_generated_pytorchjob_passes_the_same_baseline() -> None:
     job: dict[str, Any] = build_pytorchjob("j", image="kubetrade/base:0.1.0", num_workers=1)
     problems = [p for where, pod in pod_specs(job) for p in hardening_problems(where, pod)]
     assert problems == []
+
+
+def test_postgres_and_minio_read_credentials_from_files(overlay: str) -> None:
+    """No secretKeyRef env in the two servers: *_FILE variables name mounted Secret files."""
+    objs = render(overlay)
+    workloads = {**by_kind(objs, "Deployment"), **by_kind(objs, "StatefulSet")}
+    expected = {
+        "kubetrade-postgres": {
+            "POSTGRES_USER_FILE": "/run/secrets/kubetrade-postgres/username",
+            "POSTGRES_PASSWORD_FILE": "/run/secrets/kubetrade-postgres/password",
+        },
+        "kubetrade-minio": {
+            "MINIO_ROOT_USER_FILE": "root-user",  # MinIO reads it relative to /run/secrets
+            "MINIO_ROOT_PASSWORD_FILE": "root-password",
+        },
+    }
+    for name, files in expected.items():
+        pod = workloads[name]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert not [
+            e for e in env.values() if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+        ]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for variable, path in files.items():
+            assert env[variable]["value"] == path
+            full = path if path.startswith("/") else f"/run/secrets/{path}"
+            folder, key = full.rsplit("/", 1)
+            mount = mounts[folder]
+            assert mount["readOnly"] is True
+            secret = volumes[mount["name"]]["secret"]
+            # kind: secretGenerator adds a hash suffix
+            assert secret["secretName"].startswith(name) and secret["defaultMode"] == 0o440
+            assert key in {i["path"] for i in secret["items"]}
+
+
+def test_every_pod_has_an_ingress_network_policy(overlay: str) -> None:
+    """Each of our pods is selected by a NetworkPolicy (none selects the whole namespace);
+    Postgres and MinIO admit only the MLflow server."""
+    objs = render(overlay)
+    policies = by_kind(objs, "NetworkPolicy")
+    for policy in policies.values():
+        assert policy["spec"]["podSelector"].get("matchLabels"), "never select every pod"
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+    pods = {
+        obj["metadata"]["name"]: obj["spec"]["template"]["metadata"]["labels"]
+        for obj in objs
+        if obj["kind"] in {"Deployment", "StatefulSet"}
+    }
+    for name, labels in pods.items():
+        selecting = [
+            p
+            for p in policies.values()
+            if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(selecting) == 1, f"{name}: {len(selecting)} NetworkPolicies select it"
+        service_ports = {
+            port["port"]
+            for svc in by_kind(objs, "Service").values()
+            if svc["spec"]["selector"].items() <= labels.items()
+            for port in svc["spec"]["ports"]
+        }
+        allowed = {p["port"] for rule in selecting[0]["spec"]["ingress"] for p in rule["ports"]}
+        assert allowed == service_ports, name
+    mlflow = pods["kubetrade-mlflow"]
+    for name in ("kubetrade-postgres", "kubetrade-minio"):
+        (rule,) = policies[name]["spec"]["ingress"]
+        (source,) = rule["from"]
+        assert source["podSelector"]["matchLabels"].items() <= mlflow.items()
