@@ -1,11 +1,47 @@
-"""MLflow registry: versions with provenance tags, champion/challenger aliases."""
+"""MLflow registry: versions with provenance tags, champion/challenger aliases.
+
+* :func:`register_challenger`: any logged model URI (bounded retries, promotion lock).
+* :func:`register_export`: the hybrid model from its export folder (SHA-256 checked).
+* :func:`register_rl_ensemble` / :func:`log_rl_ensemble`: the RL ensemble as a pyfunc
+  model (``kubetrade.registry.rl_pyfunc``, imported on first use: it imports MLflow).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from kubetrade.registry.champion import (
     Promotion,
+    bounded_http,
     git_commit,
     register_challenger,
     sha256_file,
     verify_sha256,
 )
+from kubetrade.registry.hybrid import read_export_info, read_oos_metric, register_export
 
-__all__ = ["Promotion", "git_commit", "register_challenger", "sha256_file", "verify_sha256"]
+__all__ = [
+    "Promotion",
+    "RLEnsemblePyfunc",
+    "bounded_http",
+    "ensemble_sha256",
+    "git_commit",
+    "log_rl_ensemble",
+    "read_export_info",
+    "read_oos_metric",
+    "register_challenger",
+    "register_export",
+    "register_rl_ensemble",
+    "sha256_file",
+    "verify_sha256",
+]
+
+_LAZY = {"RLEnsemblePyfunc", "ensemble_sha256", "log_rl_ensemble", "register_rl_ensemble"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from kubetrade.registry import rl_pyfunc
+
+        return getattr(rl_pyfunc, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

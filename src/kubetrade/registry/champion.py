@@ -5,27 +5,88 @@ SHA-256 of each exported file, the out-of-sample metric). The new version gets
 alias ``challenger``; alias ``champion`` moves to it only when its metric beats
 the current champion's (or there is none). Nothing here runs unless the
 pipeline's earlier gates passed, so a failed run never touches ``champion``.
-Transient store errors are retried a bounded number of times, then fail with one
-clear line; the champion alias is set last, so a failure leaves it where it was.
+
+Failure handling (see docs/reliability.md):
+
+* **Bounded time.** For the duration of a call MLflow's own HTTP client is set to
+  ``http_retries`` retries and ``http_timeout_s`` per request (the
+  ``MLFLOW_HTTP_REQUEST_*`` variables, restored afterwards); each store operation is
+  tried ``attempts`` times with exponential backoff. Worst case per operation:
+  ``attempts * (http_retries + 1) * http_timeout_s + backoff_s * (2**(attempts-1) - 1)``;
+  a refused connection fails in about ``backoff_s * (2**(attempts-1) - 1)`` seconds.
+* **Transient vs permanent.** Connection errors, timeouts, 5xx and SQLite
+  ``database is locked`` (``TEMPORARILY_UNAVAILABLE``) are retried; a refusal
+  (bad parameter, missing run, permission) is not. Either way the caller gets one
+  :class:`~kubetrade.errors.RegistryError` line naming the store and the fix.
+* **No duplicate versions.** Each call tags its version with a unique
+  ``kubetrade.registration_id``; a retry first looks for that tag, so a create that
+  reached the store but whose reply was lost is not registered twice.
+* **Champion last, under a lock.** Reading the champion and moving the aliases happens
+  while holding a promotion lock: a registered model ``<name>.promotion-lock`` that
+  only one client can create (the store's unique name constraint makes this atomic,
+  for SQLite and for an ``mlflow server`` alike). So concurrent registrations cannot
+  both read the old champion and overwrite each other; the best value wins. A lock
+  left by a crashed client is broken after ``lock_stale_s``. ``champion`` is the last
+  write: any failure before it leaves ``champion`` where it was.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import random
+import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from kubetrade.errors import RegistryError
 
-__all__ = ["Promotion", "register_challenger", "sha256_file", "git_commit", "verify_sha256"]
+__all__ = [
+    "Promotion",
+    "register_challenger",
+    "sha256_file",
+    "git_commit",
+    "verify_sha256",
+    "bounded_http",
+    "global_tracking_uri",
+    "LOCK_SUFFIX",
+    "REGISTRATION_TAG",
+]
 
 T = TypeVar("T")
 CHAMPION, CHALLENGER = "champion", "challenger"
+LOCK_SUFFIX = ".promotion-lock"
+REGISTRATION_TAG = "kubetrade.registration_id"
+_LOCK_TAG = "kubetrade.lock_owner"
+_log = logging.getLogger(__name__)
+
+# refusals: retrying cannot help
+_PERMANENT = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_ALREADY_EXISTS",
+        "ALREADY_EXISTS",
+        "RESOURCE_DOES_NOT_EXIST",
+        "NOT_FOUND",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "INVALID_STATE",
+        "FEATURE_DISABLED",
+    }
+)
+_HTTP_ENV = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+)
 
 
 @dataclass
@@ -71,30 +132,178 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+@contextmanager
+def bounded_http(timeout_s: int = 10, retries: int = 1) -> Iterator[None]:
+    """Bound MLflow's HTTP client (per-request timeout, its own retries) inside the block,
+    then restore the ``MLFLOW_HTTP_REQUEST_*`` variables exactly as they were.
+
+    MLflow reads them per request (its default is 7 retries with 2 s backoff and a
+    120 s timeout: minutes per call against a dead server)."""
+    saved = {k: os.environ.get(k) for k in _HTTP_ENV}
+    os.environ.update(
+        {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(retries)),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s)),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+        }
+    )
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's global (fluent) API at ``uri``, then restore the previous state exactly
+    (``set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment)."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "error_code", "") or "")
+
+
+def _one_line(exc: BaseException | None, limit: int = 240) -> str:
+    if exc is None:
+        return "no error recorded"
+    text = " ".join(str(exc).split())
+    text = text or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fix(uri: str) -> str:
+    where = (
+        f"that the MLflow tracking server at {uri} is up and reachable (MLFLOW_TRACKING_URI)"
+        if uri.startswith(("http://", "https://"))
+        else f"that the store {uri} is writable and not held by another writer"
+    )
+    return f"check {where}, then rerun the register step; the champion alias was not changed"
+
+
 def _retry(fn: Callable[[], T], what: str, uri: str, attempts: int, backoff_s: float) -> T:
+    """Call ``fn`` up to ``attempts`` times, sleeping ``backoff_s * 2**i`` (+ jitter) between
+    tries on transient errors; refusals and exhaustion raise one-line RegistryErrors."""
     from mlflow.exceptions import MlflowException
 
     last: Exception | None = None
-    for attempt in range(attempts):
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            delay = backoff_s * (2 ** (attempt - 1))
+            time.sleep(delay + random.uniform(0, delay / 2))
         try:
             return fn()
+        except RegistryError:
+            raise
         except (MlflowException, OSError, ConnectionError) as exc:
-            if isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in (
-                "INVALID_PARAMETER_VALUE",
-                "RESOURCE_ALREADY_EXISTS",
-            ):
-                raise
+            if isinstance(exc, MlflowException) and _code(exc) in _PERMANENT:
+                raise RegistryError(
+                    f"MLflow at {uri} refused to {what} ({_code(exc)}: {_one_line(exc)}); "
+                    "the champion alias was not changed"
+                ) from exc
             last = exc
-            time.sleep(backoff_s * (2**attempt))
-    first = str(last).strip().splitlines()[0] if last and str(last).strip() else type(last).__name__
+            _log.warning("MLflow at %s: %s failed (attempt %d): %s", uri, what, attempt + 1,
+                         _one_line(exc))  # fmt: skip
     raise RegistryError(
-        f"MLflow at {uri} failed to {what} after {attempts} attempts ({first}); "
-        "check the tracking server, the champion alias was not changed"
-    )
+        f"MLflow at {uri} failed to {what} after {attempts} attempts ({_one_line(last)}); "
+        + _fix(uri)
+    ) from last
 
 
 def _better(new: float, old: float, mode: Literal["max", "min"]) -> bool:
     return new > old if mode == "max" else new < old
+
+
+def _is_missing(exc: BaseException) -> bool:
+    return _code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
+
+
+@contextmanager
+def _promotion_lock(
+    client: Any, name: str, uri: str, wait_s: float, stale_s: float, attempts: int, backoff_s: float
+) -> Iterator[None]:
+    """Hold ``<name>.promotion-lock`` (a registered model: creating one is atomic)."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+
+    def owner() -> tuple[str | None, float | None]:
+        """(owner token, age in seconds) of the lock; (None, None) if there is none."""
+        try:
+            rm = client.get_registered_model(lock)
+        except MlflowException as exc:
+            if _is_missing(exc):
+                return None, None
+            raise
+        return rm.tags.get(_LOCK_TAG), time.time() - rm.creation_timestamp / 1000.0
+
+    while True:
+        try:
+            client.create_registered_model(
+                lock,
+                tags={_LOCK_TAG: token},
+                description=f"transient lock of the kubetrade registry ({token}); "
+                f"delete it if no registration of {name!r} is running",
+            )
+            break
+        except MlflowException as exc:
+            if _code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                # transient failure: the create may have landed anyway; _retry-style bound
+                attempts -= 1
+                if attempts <= 0:
+                    raise RegistryError(
+                        f"MLflow at {uri} failed to take the promotion lock {lock!r} "
+                        f"({_one_line(exc)}); " + _fix(uri)
+                    ) from exc
+                time.sleep(backoff_s)
+        holder, age = _retry(owner, "read the promotion lock", uri, attempts, backoff_s)
+        if holder == token:  # our create landed but its reply was lost
+            break
+        if age is not None and age > stale_s:
+            _log.warning("breaking stale promotion lock %s (%s, %.0f s old)", lock, holder, age)
+            try:
+                client.delete_registered_model(lock)
+            except MlflowException as exc:
+                if not _is_missing(exc):
+                    raise RegistryError(
+                        f"MLflow at {uri}: could not delete the stale promotion lock {lock!r} "
+                        f"({_one_line(exc)}); delete that registered model by hand"
+                    ) from exc
+            continue
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"the promotion lock {lock!r} at {uri} has been held by {holder} for "
+                f"{age or 0:.0f} s (waited {wait_s:.0f} s); if no registration of {name!r} is "
+                "running, delete that registered model; the champion alias was not changed"
+            )
+        time.sleep(delay + random.uniform(0, delay))
+        delay = min(delay * 1.5, 1.0)
+    try:
+        yield
+    finally:
+        try:
+            holder, _ = owner()
+            if holder == token:
+                client.delete_registered_model(lock)
+        except Exception as exc:  # noqa: BLE001 - a stale lock is broken later
+            _log.warning("could not release promotion lock %s: %s", lock, _one_line(exc))
 
 
 def register_challenger(
@@ -105,11 +314,18 @@ def register_challenger(
     mode: Literal["max", "min"] = "max",
     tags: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
-    attempts: int = 3,
+    attempts: int = 4,
     backoff_s: float = 0.5,
+    http_timeout_s: int = 10,
+    http_retries: int = 1,
+    lock_wait_s: float = 120.0,
+    lock_stale_s: float = 60.0,
 ) -> Promotion:
     """Register ``model_uri`` as a new version of ``name``; alias it challenger; promote
-    it to champion if ``value`` of ``metric`` beats the champion's."""
+    it to champion if ``value`` of ``metric`` beats the champion's.
+
+    Raises :class:`RegistryError` (one line: the store, what failed, the fix) when the
+    store refuses or stays unreachable; ``champion`` is then unchanged."""
     import math
 
     from mlflow import MlflowClient
@@ -119,51 +335,73 @@ def register_challenger(
         raise RegistryError(f"{metric}={value} is not a number; refusing to register")
     client = MlflowClient(tracking_uri)
     uri = tracking_uri or client._tracking_client.tracking_uri
-    all_tags = {**{k: str(v) for k, v in (tags or {}).items()}, f"oos_{metric}": repr(value)}
+    registration_id = uuid.uuid4().hex
+    all_tags = {
+        **{k: str(v) for k, v in (tags or {}).items()},
+        f"oos_{metric}": repr(value),
+        REGISTRATION_TAG: registration_id,
+    }
+    tries = {"create": 0}
+
+    def existing() -> Any:
+        """The version an earlier try of this call created, if its reply was lost."""
+        try:
+            versions = client.search_model_versions(f"name='{name}'")
+        except MlflowException as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        for mv in versions:
+            if mv.tags.get(REGISTRATION_TAG) == registration_id:
+                return mv
+        return None
 
     def create() -> Any:
         import mlflow
 
+        tries["create"] += 1
+        if tries["create"] > 1 and (found := existing()) is not None:
+            return found
         # mlflow.register_model resolves MLflow 3 logged-model URIs (models:/m-...) and runs:/
-        # but reads the global URI; set it, then restore the previous state exactly
-        # (set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment)
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(uri)
-        try:
+        # but reads the global URI
+        with global_tracking_uri(uri):
             return mlflow.register_model(model_uri, name, tags=all_tags)
-        finally:
-            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
-            if previous is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    version = _retry(create, "register the model", uri, attempts, backoff_s)
-    v = str(version.version)
-    _retry(
-        lambda: client.set_registered_model_alias(name, CHALLENGER, v),
-        "set the challenger alias",
-        uri,
-        attempts,
-        backoff_s,
-    )
-
-    def champion() -> tuple[str | None, float | None]:
+    def alias(alias_name: str) -> tuple[str | None, float | None]:
         try:
-            current = client.get_model_version_by_alias(name, CHAMPION)
+            current = client.get_model_version_by_alias(name, alias_name)
         except MlflowException as exc:
-            if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            if _is_missing(exc):
                 return None, None
             raise
         raw = current.tags.get(f"oos_{metric}")
         return str(current.version), (float(raw) if raw is not None else None)
 
-    champ_version, champ_value = _retry(champion, "read the champion", uri, attempts, backoff_s)
-    promote = champ_value is None or _better(value, champ_value, mode)
-    if promote:
-        _retry(
-            lambda: client.set_registered_model_alias(name, CHAMPION, v),
-            "promote the champion",
-            uri,
-            attempts,
-            backoff_s,
-        )
+    with bounded_http(http_timeout_s, http_retries):
+        version = _retry(create, "register the model", uri, attempts, backoff_s)
+        v = str(version.version)
+        with _promotion_lock(client, name, uri, lock_wait_s, lock_stale_s, attempts, backoff_s):
+            challenger, _ = _retry(
+                lambda: alias(CHALLENGER), "read the challenger", uri, attempts, backoff_s
+            )
+            if challenger is None or int(challenger) < int(v):  # only ever moves forward
+                _retry(
+                    lambda: client.set_registered_model_alias(name, CHALLENGER, v),
+                    "set the challenger alias",
+                    uri,
+                    attempts,
+                    backoff_s,
+                )
+            champ_version, champ_value = _retry(
+                lambda: alias(CHAMPION), "read the champion", uri, attempts, backoff_s
+            )
+            promote = champ_value is None or _better(value, champ_value, mode)
+            if promote:  # the last write: every failure above left champion alone
+                _retry(
+                    lambda: client.set_registered_model_alias(name, CHAMPION, v),
+                    "promote the champion",
+                    uri,
+                    attempts,
+                    backoff_s,
+                )
     return Promotion(name, v, promote, metric, value, champ_version, champ_value)
