@@ -38,8 +38,9 @@ format: setup
 	$(VENV)/bin/ruff format src tests components pipelines bench
 	$(VENV)/bin/ruff check --fix src tests components pipelines bench
 
-compile: setup  ## compile the pipeline to pipelines/compiled/kubetrade_training.yaml
+compile: setup  ## compile the pipeline: pipelines/compiled/kubetrade_training{,_gpu}.yaml
 	$(KT) compile --output pipelines/compiled/kubetrade_training.yaml
+	$(KT) compile --backend local --gpu --output pipelines/compiled/kubetrade_training_gpu.yaml
 
 bench: setup  ## benchmarks against peer libraries; results in bench/results/
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[bench]"

@@ -1,23 +1,71 @@
-"""Hybrid CNN+LSTM components: train (torchrun) -> evaluate -> export."""
+"""Hybrid CNN+LSTM components: tune -> train (torchrun / PyTorchJob) -> evaluate -> export."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from kubetrade.components.images import BASE_IMAGE
 
-__all__ = ["train_op", "evaluate_op", "export_op", "backtest_op", "register_op"]
+__all__ = [
+    "tune_op",
+    "train_op",
+    "evaluate_op",
+    "export_op",
+    "backtest_op",
+    "summary_op",
+    "register_op",
+]
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def tune_op(
+    run_config: str,
+    bundle: Input[Dataset],
+    tuning: Output[Artifact],
+    best_config: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """Optuna study (local) or Katib Experiment (kubeflow) on train + validation only;
+    writes the best training config for train."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, tune_step
+
+    summary = run_step(
+        "tune",
+        lambda: tune_step(
+            RunConfig.from_json(run_config), bundle.path, tuning.path, best_config.path
+        ),
+    )
+    for key, value in summary.items():
+        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def train_op(
-    run_config: str, bundle: Input[Dataset], model: Output[Model], metrics: Output[Metrics]
+    run_config: str,
+    bundle: Input[Dataset],
+    best_config: Input[Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
 ) -> None:
-    """Train with torchrun (nproc from hardware.nproc_per_node); MLflow run opened here."""
+    """Train with the tuned config: torchrun here (local) or a PyTorchJob (kubeflow)."""
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, train_step
 
     summary = run_step(
-        "train", lambda: train_step(RunConfig.from_json(run_config), bundle.path, model.path)
+        "train",
+        lambda: train_step(
+            RunConfig.from_json(run_config), bundle.path, model.path, best_config.path
+        ),
     )
     for key, value in summary.items():
         metrics.log_metric(key, value)
@@ -113,15 +161,52 @@ def register_op(
     run_config: str,
     exported: Input[Model],
     evaluation: Input[Artifact],
+    ensemble: Input[Model],
+    ensemble_evaluation: Input[Artifact],
     metrics: Output[Metrics],
 ) -> None:
-    """MLflow: new version aliased challenger; champion moves only if it is beaten."""
+    """MLflow: the hybrid model and the RL ensemble (pyfunc), each a new version aliased
+    challenger; champion moves only if it is beaten out of sample."""
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, register_step
 
     summary = run_step(
         "register",
-        lambda: register_step(RunConfig.from_json(run_config), exported.path, evaluation.path),
+        lambda: register_step(
+            RunConfig.from_json(run_config),
+            exported.path,
+            evaluation.path,
+            ensemble_dir=ensemble.path,
+            ensemble_eval_path=ensemble_evaluation.path,
+        ),
     )
     for key, value in summary.items():
         metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def summary_op(
+    run_config: str,
+    tuning: Input[Artifact],
+    evaluation: Input[Artifact],
+    backtest: Input[Artifact],
+    ensemble_evaluation: Input[Artifact],
+    gate: str,
+    summary: Output[Markdown],
+) -> None:
+    """Markdown run summary for the KFP UI: tuning, test metrics beside baselines, backtest."""
+    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.steps import RunConfig, summary_step
+
+    run_step(
+        "summary",
+        lambda: summary_step(
+            RunConfig.from_json(run_config),
+            tuning.path,
+            evaluation.path,
+            backtest.path,
+            ensemble_evaluation.path,
+            gate,
+            summary.path,
+        ),  # fmt: skip
+    )

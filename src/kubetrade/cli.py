@@ -62,18 +62,95 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream every task log")] = False,
 ) -> None:
     """Run the whole pipeline locally (kfp local runner) and print a summary."""
+    from rich.markup import escape
+
     from kubetrade.pipeline.runner import run_local
-    from kubetrade.pipeline.steps import load_market_data, load_run_config
+    from kubetrade.pipeline.steps import load_run_config
 
     cfg = load_run_config(config, _overrides(set_))
     p = cfg.pipeline
+    root = Path(run_root or p.run_root)
+    # Preflight: every input problem ends here with one line, before any run folder exists
+    # (the pipeline's own validate step still runs: it is what gates a cluster run).
+    _check_run_root(root)
+    report = _preflight_data(cfg)
     console.print(
         f"[bold]kubetrade run[/]: {', '.join(p.symbols)} {p.start_date}..{p.end_date} "
-        f"(source: {p.source.type}, backend: {p.backend})"
+        f"(source: {p.source.type}, backend: {p.backend}, quality {report.overall_score:.2f})",
+        highlight=False,
+        soft_wrap=True,
     )
-    load_market_data(p)  # fail fast on unknown symbols / dates, before any run folder exists
-    result = run_local(cfg, run_root, verbose=verbose)
+    for issue in report.issues:  # non-critical checks that failed: worth a look, not a stop
+        console.print(f"kubetrade: warning: {escape(issue)}", highlight=False, soft_wrap=True)
+    try:
+        result = run_local(cfg, root, verbose=verbose)
+    except OSError as exc:  # disk full, permissions changed mid-run ...
+        _discard_run_folder(root, exc)
+        where = exc.filename or root
+        raise KubetradeError(
+            f"cannot write {where} ({exc.strerror or exc}); free disk space or choose a "
+            "writable run_root in config/pipeline.yaml or --run-root"
+        ) from None
     _print_summary(result)
+
+
+def _check_run_root(root: Path) -> None:
+    """Refuse a run root that cannot be created or written (checked before any work)."""
+    import errno
+    import os
+
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory ({os.strerror(errno.ENOTDIR)})"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable ({os.strerror(errno.EACCES)})"
+    if problem:
+        raise KubetradeError(
+            f"run_root {root} cannot be used: {problem}; choose a writable run_root in "
+            "config/pipeline.yaml or --run-root"
+        )
+
+
+def _preflight_data(cfg: Any) -> Any:
+    """Load the configured data and run the quality gate the validate step runs, plus the
+    checks that need the training config (enough bars per symbol and for the split).
+    Returns the quality report; raises a one-line KubetradeError on any problem."""
+    from kubetrade.data.quality import DataQualityValidator, ensure_enough_history, ensure_quality
+    from kubetrade.data.splits import TimeSeriesSplitter
+    from kubetrade.pipeline.steps import load_market_data
+
+    df = load_market_data(cfg.pipeline)  # unknown symbols / dates / unreadable files
+    report = ensure_quality(df, DataQualityValidator.from_config(cfg.pipeline.quality))
+    d = cfg.training.data
+    ensure_enough_history(
+        df,
+        d.sequence_length + d.prediction_horizon,
+        f"(data.sequence_length {d.sequence_length} + prediction_horizon "
+        f"{d.prediction_horizon}) to build one training window",
+    )
+    TimeSeriesSplitter.from_config(cfg.training).periods(df)  # enough bars for the split
+    return report
+
+
+def _discard_run_folder(root: Path, exc: OSError) -> None:
+    """After an OS error mid-run, remove the half-written run folder the error points into
+    (only a run folder, ``<UTC stamp>[-n]``; never the shared MLflow store beside it)."""
+    import re
+    import shutil
+
+    if not exc.filename:
+        return
+    try:
+        relative = Path(exc.filename).resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return
+    if len(relative.parts) > 1 and re.fullmatch(r"\d{8}T\d{6}Z(-\d+)?", relative.parts[0]):
+        folder = root / relative.parts[0]
+        if not (folder / "SUCCEEDED").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _print_summary(result: Any) -> None:
@@ -94,13 +171,40 @@ def compile_(
         "pipelines/compiled/kubetrade_training.yaml"
     ),
     config: ConfigOpt = Path("config/pipeline.yaml"),
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="kubeflow: train/tune as PyTorchJob/Katib (GPUs from the cluster profile); "
+            "local: train/tune inside the pipeline task's pod"
+        ),
+    ] = "kubeflow",
+    gpu: Annotated[
+        bool,
+        typer.Option(
+            "--gpu", help="backend local only: put train/tune on GPU nodes (1 nvidia.com/gpu)"
+        ),
+    ] = False,
 ) -> None:
-    """Compile the pipeline to KFP YAML (the config becomes the default parameter)."""
+    """Compile the pipeline to KFP YAML (the config becomes the default parameter).
+
+    The YAML holds the ParallelFor over RL agents, the evaluation gate and the Kubernetes
+    settings (shared data PVC, MLflow env from ConfigMap/Secrets, GPU placement).
+    """
+    from kubetrade.errors import ConfigError
     from kubetrade.pipeline.runner import compile_pipeline
     from kubetrade.pipeline.steps import load_run_config
 
-    path = compile_pipeline(output, load_run_config(config))
-    out.print(f"wrote {path}")
+    if backend not in ("kubeflow", "local"):
+        raise ConfigError(f"--backend {backend!r}: use kubeflow or local")
+    if gpu and backend != "local":
+        raise ConfigError(
+            "--gpu is for --backend local; with kubeflow the PyTorchJob pods get GPUs from the "
+            "cluster profile (manifests/overlays/gpu)"
+        )
+    run = load_run_config(config)
+    run.pipeline.backend = backend  # type: ignore[assignment]
+    path = compile_pipeline(output, run, gpu=gpu)
+    out.print(f"wrote {path} (backend {backend}{', GPU train/tune' if gpu else ''})")
 
 
 @app.command()
@@ -249,25 +353,96 @@ def check_config(config: ConfigOpt = Path("config/pipeline.yaml")) -> None:
     out.print_json(cfg.model_dump_json())
 
 
+@app.command()
+def register(
+    export_dir: Annotated[
+        Path | None, typer.Option(help="hybrid model: export folder with model_uri.json")
+    ] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="hybrid model: evaluation results JSON (test.model.*)")
+    ] = None,
+    ensemble_dir: Annotated[
+        Path | None, typer.Option(help="RL ensemble: folder EnsembleAgent.save wrote")
+    ] = None,
+    ensemble_report: Annotated[
+        Path | None, typer.Option(help="RL ensemble: its test-period report JSON")
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(help="registered model name")] = None,
+    metric: Annotated[str, typer.Option(help="out-of-sample metric that decides")] = "sharpe_ratio",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow store (default: env)"),
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="extra version tag KEY=VALUE")] = None,
+) -> None:
+    """Register a model version (alias challenger); promote it to champion only if its
+    out-of-sample metric beats the champion's. Prints the outcome as JSON."""
+    import json
+
+    from kubetrade.registry import read_oos_metric, register_export
+
+    if not tracking_uri:
+        raise KubetradeError("no MLflow store: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    tags: dict[str, str] = {}
+    for item in tag or []:
+        if "=" not in item:
+            raise KubetradeError(f"--tag {item!r}: expected KEY=VALUE, e.g. --tag data_range=a..b")
+        key, value = item.split("=", 1)
+        tags[key.strip()] = value
+    if export_dir is not None and results is not None and ensemble_dir is None:
+        promotion = register_export(
+            export_dir, read_oos_metric(results, metric), model_name=model_name or
+            "kubetrade-hybrid", metric=metric, tags=tags, tracking_uri=tracking_uri,
+        )  # fmt: skip
+    elif ensemble_dir is not None and ensemble_report is not None and export_dir is None:
+        from kubetrade.registry import register_rl_ensemble
+
+        report = json.loads(ensemble_report.read_text(encoding="utf-8"))
+        if metric not in report:
+            raise KubetradeError(f"{ensemble_report} has no {metric!r}; pass the ensemble report")
+        promotion = register_rl_ensemble(
+            ensemble_dir, float(report[metric]), tracking_uri=tracking_uri, metric=metric,
+            model_name=model_name or "kubetrade-rl-ensemble", tags=tags,
+            symbols=report.get("symbols"),
+        )  # fmt: skip
+    else:
+        raise KubetradeError(
+            "pass either --export-dir and --results (hybrid model) or --ensemble-dir and "
+            "--ensemble-report (RL ensemble)"
+        )
+    out.print_json(json.dumps(promotion.as_dict()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning KubetradeError into a one-line error."""
+    from rich.markup import escape
+
+    def error(message: str) -> None:
+        # escaped: a message may quote user text with brackets ("[/x]" is rich markup)
+        text = escape(" ".join(message.split()))
+        console.print(f"[bold red]kubetrade: error:[/] {text}", highlight=False, soft_wrap=True)
+
     try:
         app(args=argv, standalone_mode=False)
     except KubetradeError as exc:
-        console.print(f"[bold red]kubetrade: error:[/] {exc}", highlight=False, soft_wrap=True)
+        error(str(exc))
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
         console.print("kubetrade: aborted")
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except Exception as exc:
+        # Usage errors (unknown option, bad value). Typer vendors its own click, so its
+        # exceptions are not click's classes: recognise them by their interface.
+        format_message = getattr(exc, "format_message", None)
+        exit_code = getattr(exc, "exit_code", None)
+        if not (callable(format_message) and isinstance(exit_code, int)):
+            raise  # a bug: the traceback is wanted
+        ctx = getattr(exc, "ctx", None)  # only usage errors carry the command's context
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        error(f"{format_message()}{hint}")
+        return exit_code
     return 0
 
 

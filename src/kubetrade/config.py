@@ -274,6 +274,21 @@ class QualityConfig(StrictModel):
     max_calendar_gap_days: int = Field(10, ge=1, description="largest allowed gap between bars")
 
 
+class TuningStepConfig(StrictModel):
+    """The pipeline's ``tune`` step (before ``train``): Optuna locally, Katib on Kubeflow."""
+
+    enabled: bool = Field(True, description="false: train uses the configured values as they are")
+    search_space: str = Field(
+        "config/search_space.yaml", description="tuning file (objective, pruner, parameters)"
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dotted keys applied on top of the tuning file, e.g. "
+        "{'objective.num_trials': 8}; keeps the guide's search space while runs stay short",
+    )
+    threads_per_trial: int = Field(1, ge=1, le=64, description="torch threads in each trial")
+
+
 class PipelineConfig(StrictModel):
     """``config/pipeline.yaml``: what to run, on which data, where."""
 
@@ -301,6 +316,7 @@ class PipelineConfig(StrictModel):
     )
     trading_env_config: str = "config/trading_env.yaml"
     rl_training_config: str = "config/rl_training.yaml"
+    tuning: TuningStepConfig = Field(default_factory=TuningStepConfig)
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod
@@ -324,7 +340,9 @@ class PipelineConfig(StrictModel):
             and self.end_date
             and pd.Timestamp(self.start_date) > pd.Timestamp(self.end_date)
         ):
-            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
+            raise ValueError(
+                f"start_date {self.start_date} is after end_date {self.end_date}; swap them"
+            )
         return self
 
 
@@ -333,7 +351,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: ``source: dotted.path: message (got value)``; joined by '; '."""
     parts = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        path = ".".join(str(p) for p in err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
             parts.append(f"{path}: unknown key")
@@ -343,7 +361,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         shown = (
             "" if isinstance(value, dict | list) and len(str(value)) > 60 else f" (got {value!r})"
         )
-        parts.append(f"{path}: {msg}{shown}")
+        # a whole-model check (no field path) speaks for itself
+        parts.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
     return f"{source}: " + "; ".join(parts)
 
 
@@ -363,11 +382,21 @@ def read_yaml_file(path: str | Path, what: str = "config") -> Any:
     """Parse a YAML file; a missing file or bad YAML is a one-line ConfigError."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{what} file not found: {p}")
+        raise ConfigError(
+            f"{what} file not found: {p}; check the path (kubetrade --config, or the "
+            "*_config keys in the pipeline config)"
+        )
     try:
         return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not valid YAML (not UTF-8 text: byte {exc.start}); save the file as UTF-8"
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where} ({what}); fix the syntax there") from exc
 
 
 def load_yaml_model(
@@ -405,16 +434,21 @@ def load_training_config(
         return load_yaml_model(TrainingConfig, path)
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = read_yaml_file(path) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     apply_overrides(data, overrides)
     source = f"{path} + training_overrides" if path is not None else "training_overrides"
     try:
         return TrainingConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        msg = format_validation_error(exc, source)
+        extras = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if extras:
+            allowed = _allowed_keys(TrainingConfig, tuple(extras[0]["loc"]))
+            if allowed:
+                msg += f" (allowed: {', '.join(allowed)})"
+        raise ConfigError(msg) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,18 @@ def tiny_config(tmp_path: Path, **pipeline_overrides) -> Path:
             "training.num_epochs": 2,
             "training.max_train_windows": 600,
         },
+        tuning={
+            **pipeline["tuning"],
+            "threads_per_trial": 1,
+            "overrides": {
+                **pipeline["tuning"]["overrides"],
+                "objective.num_trials": 2,
+                "objective.max_t": 1,
+                "sampler.n_startup_trials": 1,
+                "parameters.hidden_dim": {"type": "choice", "values": [16, 32]},
+                "parameters.model.lstm.num_layers": {"type": "int", "low": 1, "high": 2},
+            },
+        },
     )
     pipeline.update(pipeline_overrides)
     path = tmp_path / "pipeline.yaml"
@@ -49,8 +61,18 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     result = run_local(run)
     assert (result.run_dir / "SUCCEEDED").is_file()
     tasks = {k.rsplit("/", 1)[-1].removesuffix("-op"): v for k, v in result.outputs.items()}
-    assert {"ingest", "validate", "features", "split", "train", "evaluate", "export",
-            "rl-agent", "ensemble"} <= set(tasks)  # fmt: skip
+    assert {"ingest", "validate", "features", "split", "tune", "train", "evaluate", "export",
+            "rl-agent", "ensemble", "backtest", "summary"} <= set(tasks)  # fmt: skip
+    # tune: trial 0 is the configured config, so the best is at least as good on validation
+    tune = tasks["tune"]["metrics"]
+    assert tune["tuned"] == 1
+    assert tune["best_val_sharpe_ratio"] >= tune["default_config_val_sharpe_ratio"]
+    best = yaml.safe_load(Path(tasks["tune"]["artifacts"]["best_config"]).read_text())
+    model_dir = Path(tasks["train"]["artifacts"]["model"])
+    trained_with = yaml.safe_load((model_dir / "training_config.yaml").read_text())
+    assert trained_with == best  # train used the tuned config
+    summary = Path(tasks["summary"]["artifacts"]["summary"]).read_text()
+    assert "out-of-sample" in summary and "majority_class" in summary
     assert tasks["validate"]["metrics"]["overall_score"] == 1.0
     docs = Path(tasks["validate"]["artifacts"]["data_docs"])
     assert "<html" in docs.read_text(errors="replace").lower()
@@ -80,6 +102,8 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
         assert len(versions) == 1
         champion = client.get_model_version_by_alias("kubetrade-hybrid", "champion")
         assert champion.tags["sha256_onnx"] == export["sha256"]["onnx"]
+        rl = client.get_model_version_by_alias("kubetrade-rl-ensemble", "champion")
+        assert rl.version == "1" and rl.tags["git_commit"]
     else:
         assert versions == []
 
@@ -133,10 +157,11 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
 
     run = load_run_config(tiny_config(tmp_path))
     path = compile_pipeline(tmp_path / "p.yaml", run)
-    spec = yaml.safe_load(path.read_text())
+    spec = next(yaml.safe_load_all(path.read_text()))  # 2nd document: kubernetes platform
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest-op", "validate-op", "features-op", "split-op", "train-op", "evaluate-op",
-            "export-op", "ensemble-op", "backtest-op"} <= set(tasks)  # fmt: skip
+    assert {"ingest-op", "validate-op", "features-op", "split-op", "tune-op", "train-op",
+            "evaluate-op", "export-op", "ensemble-op", "backtest-op", "summary-op"} <= set(tasks)  # fmt: skip
+    assert "tune-op" in tasks["train-op"]["dependentTasks"]
     assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "validate-op"]
     loops = [t for t in tasks.values() if "parameterIterator" in t]
     assert len(loops) == 1  # the RL agents' ParallelFor
@@ -147,3 +172,34 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
     # compiling twice gives the same bytes (CI compiles it)
     again = compile_pipeline(tmp_path / "q.yaml", run)
     assert again.read_bytes() == path.read_bytes()
+
+
+COMPILED = {
+    "pipelines/compiled/kubetrade_training.yaml": [],
+    "pipelines/compiled/kubetrade_training_gpu.yaml": ["--backend", "local", "--gpu"],
+}
+
+
+@pytest.mark.parametrize(("committed", "flags"), list(COMPILED.items()))
+def test_committed_compiled_pipeline_is_current(tmp_path, committed, flags):
+    """CI compiles the pipeline; the committed YAML must be what `make compile` writes now."""
+    from kubetrade.cli import main
+
+    out = tmp_path / "compiled.yaml"
+    assert main(["compile", "--output", str(out), *flags]) in (0, None)
+    assert out.read_text() == Path(committed).read_text(), (
+        f"{committed} is stale: run `make compile` and commit it"
+    )
+    spec = list(yaml.safe_load_all(out.read_text()))
+    platform = spec[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("exec-train-op", "exec-tune-op"):
+        assert platform[step]["pvcMount"][0]["mountPath"] == "/data"
+        assert platform[step]["configMapAsEnv"][0]["configMapName"] == "kubetrade-pipeline-env"
+        gpu = "nodeSelector" in platform[step]
+        assert gpu == ("--gpu" in flags)
+        if gpu:
+            assert platform[step]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    run_config = json.loads(
+        spec[0]["root"]["inputDefinitions"]["parameters"]["run_config"]["defaultValue"]
+    )
+    assert run_config["pipeline"]["backend"] == ("local" if "--gpu" in flags else "kubeflow")

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from kubetrade.config import (
     PipelineConfig,
@@ -120,24 +118,4 @@ def test_cli_bad_config_is_one_line_nonzero(tmp_path):
     assert "sourse: unknown key" in lines[0]
 
 
-_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-    st.text(max_size=8), st.lists(st.integers(-5, 5), max_size=3),
-)  # fmt: skip
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    section=st.sampled_from(["model", "training", "data", "validation", "hardware"]),
-    key=st.sampled_from(
-        ["batch_size", "learning_rate", "features", "cnn", "device", "metrics", "x"]
-    ),
-    value=_scalars,
-)
-def test_fuzzed_config_never_raises_anything_but_config_error(section, key, value):
-    data = _guide()
-    data[section][key] = value
-    try:
-        load_yaml_model(TrainingConfig, data=data)
-    except ConfigError as exc:
-        assert str(exc)
+# The config fuzz tests live in tests/reliability/test_config_fuzz.py.

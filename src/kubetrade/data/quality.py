@@ -43,6 +43,7 @@ __all__ = [
     "QualityReport",
     "DataQualityValidator",
     "ensure_quality",
+    "ensure_enough_history",
     "write_data_docs",
 ]
 
@@ -425,8 +426,34 @@ def ensure_quality(
             head = f"score {report.overall_score:.2f} < {report.min_score:.2f}"
         else:  # the score alone would pass; a critical check failed
             head = f"score {report.overall_score:.2f} >= {report.min_score:.2f}, critical failures"
-        raise QualityGateError(f"data quality gate failed ({head}): {why}".replace("\n", " "))
+        if report.critical_failures:
+            fix = "fix or drop the listed rows in the source data"
+        else:  # only non-critical checks failed, but too many of them
+            fix = "fix the listed rows in the source data or lower quality.min_score"
+        message = f"data quality gate failed ({head}): {why} -- {fix}"
+        raise QualityGateError(message.replace("\n", " "))
     return report
+
+
+def ensure_enough_history(
+    df: pd.DataFrame, min_rows: int, reason: str = "to build one training window"
+) -> None:
+    """Raise :class:`DataError` naming every symbol with fewer than ``min_rows`` rows.
+
+    The quality gate only warns about short symbols (``rows_per_symbol`` is non-critical);
+    a symbol too short for a single training window cannot be used at all, so a run
+    refuses it before any work starts.
+    """
+    if df.empty or "symbol" not in df.columns:
+        raise DataError("no rows to train on; widen start_date/end_date or add data")
+    sizes = df.groupby("symbol", sort=True).size()
+    short = sizes[sizes < min_rows]
+    if not short.empty:
+        shown = ", ".join(f"{sym} ({n} rows)" for sym, n in short.head(_N_EXAMPLES).items())
+        raise DataError(
+            f"too little history: {shown}; need at least {min_rows} rows per symbol "
+            f"{reason}; drop the symbol(s) from symbols or widen start_date/end_date"
+        )
 
 
 def write_data_docs(

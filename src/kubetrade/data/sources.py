@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -96,15 +97,15 @@ def to_canonical(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
         )
     if df.empty:
         raise DataError(f"{source}: no rows; give a file with at least one OHLCV row")
-    out = pd.DataFrame({"symbol": df["symbol"].astype(str)})
-    try:
-        ts = pd.to_datetime(df["timestamp"], utc=True)
-    except (ValueError, TypeError) as exc:
+    no_symbol = df["symbol"].isna()
+    if no_symbol.any():
         raise DataError(
-            f"{source}: column 'timestamp' has values that are not dates ({exc}); "
-            "use ISO dates like 2012-01-31"
-        ) from exc
-    out["timestamp"] = ts.astype("datetime64[ns, UTC]")
+            f"{source}: column 'symbol' is empty in {int(no_symbol.sum())} row(s), e.g. row "
+            f"{int(no_symbol.to_numpy().argmax())}; every row needs a ticker (or drop the "
+            "symbol column to name the series after the file)"
+        )
+    out = pd.DataFrame({"symbol": df["symbol"].astype(str)})
+    out["timestamp"] = _parse_timestamps(df["timestamp"], source)
     for col in [*PRICE_COLUMNS, "volume"]:
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() & df[col].notna()
@@ -116,6 +117,62 @@ def to_canonical(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
             )
         out[col] = values.astype("float64")
     return out.sort_values(["symbol", "timestamp"], kind="mergesort").reset_index(drop=True)
+
+
+_TIME_ZONE = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})$")
+
+
+def _parse_timestamps(values: pd.Series, source: str) -> pd.Series:
+    """Dates to ``datetime64[ns, UTC]``; naive values are taken as UTC.
+
+    Raises:
+        DataError: numbers instead of dates, unparseable values, or text timestamps that mix
+            time zones (naive and offset, or two offsets): daily bars would land on different
+            UTC days depending on the row, so the file is refused instead of guessed.
+    """
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        example = values.dropna().iloc[0] if values.notna().any() else None
+        raise DataError(
+            f"{source}: column 'timestamp' holds numbers (e.g. {example}), not dates; "
+            "write ISO dates like 2012-01-31 (convert epoch seconds before loading)"
+        )
+    try:
+        ts = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        try:  # e.g. ISO timestamps written two ways ("T" and " ", with and without offset)
+            ts = pd.to_datetime(values, utc=True, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            # report the first error: it names the value pandas tripped on; pandas appends
+            # multi-line advice, keep only the line that names the bad value
+            text = str(exc).strip()
+            reason = text.splitlines()[0].split(" You might want to try")[0] if text else ""
+            raise DataError(
+                f"{source}: column 'timestamp' has values that are not dates "
+                f"({reason or type(exc).__name__}); use ISO dates like 2012-01-31"
+            ) from exc
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        text = values.dropna().astype(str).str.strip()
+        # the UTC offset written after a time of day ('' when there is none)
+        zones = text.str.extract(_TIME_ZONE, expand=False).fillna("").str.replace(":", "")
+        zones = zones.replace({"Z": "+0000", "-0000": "+0000"})
+        distinct = list(dict.fromkeys(zones))
+        if len(distinct) > 1:
+            shown = ", ".join(repr(z or "no offset") for z in distinct[:3])
+            examples = [text[zones == z].iloc[0] for z in distinct[:2]]
+            raise DataError(
+                f"{source}: column 'timestamp' mixes time zones ({shown}; e.g. "
+                f"{', '.join(repr(v) for v in examples)}); write every timestamp in "
+                "one zone, e.g. UTC dates like 2012-01-31"
+            )
+    missing = ts.isna() & values.notna()
+    if ts.isna().any():
+        count = int(ts.isna().sum())
+        raise DataError(
+            f"{source}: column 'timestamp' is empty or not a date in {count} row(s)"
+            f"{' (e.g. ' + repr(values[missing].iloc[0]) + ')' if missing.any() else ''}; "
+            "every bar needs a date like 2012-01-31"
+        )
+    return ts.astype("datetime64[ns, UTC]")
 
 
 def load_files(
@@ -138,7 +195,9 @@ def load_files(
     for p in paths:
         path = Path(p)
         if not path.is_file():
-            raise DataSourceError(f"data file not found: {path}")
+            raise DataSourceError(
+                f"data file not found: {path}; fix source.paths in the pipeline config"
+            )
         name = path.name.lower()
         try:
             if name.endswith(".parquet") or name.endswith(".pq"):
@@ -163,7 +222,7 @@ def load_files(
             raise DataError(
                 f"{path}: cannot be read as {'Parquet' if 'parq' in name else 'CSV'} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "is the file truncated or corrupt?"
+                "is the file truncated or corrupt? Re-export or re-download it"
             ) from exc
         mapping = dict(column_map or {})
         lower = {c.lower().replace(" ", "_"): c for c in df.columns}
@@ -261,7 +320,10 @@ def select(
     if symbols:
         unknown = [s for s in symbols if s not in set(available)]
         if unknown:
-            raise DataSourceError(f"unknown symbol(s) {unknown}; this data has {available}")
+            raise DataSourceError(
+                f"unknown symbol(s) {unknown}; this data has {available}; fix symbols in "
+                "the pipeline config (or --set symbols=[...])"
+            )
         df = df[df["symbol"].isin(list(symbols))]
     start = pd.Timestamp(start_date, tz="UTC") if start_date else None
     end = pd.Timestamp(end_date, tz="UTC") if end_date else None

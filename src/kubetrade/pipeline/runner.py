@@ -133,6 +133,7 @@ def run_local(
     from kubetrade.pipelines.training import training_pipeline
 
     root = Path(run_root or run.pipeline.run_root)
+    sweep_interrupted_runs(root)
     try:
         run_dir = _new_run_dir(root)
     except OSError as exc:
@@ -141,6 +142,7 @@ def run_local(
             "choose a writable run_root in config/pipeline.yaml or --run-root"
         ) from None
     (run_dir / "run_config.json").write_text(run.model_dump_json(indent=2), encoding="utf-8")
+    (run_dir / PID_FILE).write_text(str(os.getpid()), encoding="utf-8")
     error_file = run_dir / ".error.json"
     os.environ[ERROR_FILE_ENV] = str(error_file)
     local.init(
@@ -165,6 +167,48 @@ def run_local(
     result.outputs = _collect_outputs(run_dir)
     (run_dir / "SUCCEEDED").write_text(f"{result.seconds:.1f}s\n", encoding="utf-8")
     return result
+
+
+PID_FILE = ".kubetrade.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_interrupted_runs(run_root: str | Path) -> list[Path]:
+    """Mark run folders whose ``kubetrade run`` was killed (no ``SUCCEEDED`` or
+    ``FAILED.json``, and its process is gone) as ``INTERRUPTED.json`` and delete their task
+    outputs, so no half-written artifact is left for anyone to pick up. Returns them."""
+    swept: list[Path] = []
+    root = Path(run_root)
+    if not root.is_dir():
+        return swept
+    for run_dir in sorted(p for p in root.iterdir() if (p / PID_FILE).is_file()):
+        if (run_dir / "SUCCEEDED").exists() or (run_dir / "FAILED.json").exists():
+            continue
+        try:
+            pid = int((run_dir / PID_FILE).read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue  # a run in progress
+        for child in run_dir.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+        (run_dir / "INTERRUPTED.json").write_text(
+            json.dumps({"message": f"run process {pid} ended before the run finished; "
+                        "its task outputs were deleted"}, indent=2),
+            encoding="utf-8",
+        )  # fmt: skip
+        swept.append(run_dir)
+    return swept
 
 
 def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
@@ -195,17 +239,21 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
     raise PipelineRunError(f"step '{step}' failed: {message}") from None
 
 
-def compile_pipeline(path: str | Path, run: RunConfig | None = None) -> Path:
-    """Compile the pipeline to KFP IR YAML with ``run``'s config as the default parameter."""
+def compile_pipeline(path: str | Path, run: RunConfig | None = None, gpu: bool = False) -> Path:
+    """Compile the pipeline to KFP IR YAML with ``run``'s config as the default parameter.
+
+    ``gpu``: train and tune get a GPU, the GPU node selector and toleration (for
+    ``backend: local`` on a GPU node pool).
+    """
     from kfp import compiler
 
-    from kubetrade.pipelines.training import training_pipeline
+    from kubetrade.pipelines.training import build_pipeline, gpu_options, training_pipeline
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     run = run or RunConfig()
     compiler.Compiler().compile(
-        training_pipeline,
+        build_pipeline(gpu_options()) if gpu else training_pipeline,
         package_path=str(path),
         pipeline_parameters={"run_config": run.to_json(), "agent_types": run.agent_types()},
     )

@@ -44,6 +44,9 @@ class RunConfig(StrictModel):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     rl: dict[str, Any] = Field(default_factory=dict, description="trading_env + rl_training YAML")
+    search_space: dict[str, Any] = Field(
+        default_factory=dict, description="the tune step's tuning file, overrides applied"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -69,15 +72,11 @@ def load_run_config(
     from kubetrade.config import apply_overrides, load_yaml_model
 
     if overrides:
-        import yaml
+        from kubetrade.config import read_yaml_file
 
         base: dict[str, Any] = {}
         if pipeline_path is not None:
-            if not Path(pipeline_path).is_file():
-                from kubetrade.errors import ConfigError
-
-                raise ConfigError(f"config file not found: {pipeline_path}")
-            base = yaml.safe_load(Path(pipeline_path).read_text(encoding="utf-8")) or {}
+            base = read_yaml_file(pipeline_path, "pipeline config") or {}
         pipe = load_yaml_model(PipelineConfig, data=apply_overrides(base, overrides))
     else:
         pipe = load_pipeline_config(pipeline_path)
@@ -91,7 +90,21 @@ def load_run_config(
     ):
         # validated now (unknown keys, rainbow_dqn, ...) so a bad file fails before any run
         rl[key] = load_yaml_model(model, path).model_dump(mode="json", exclude_unset=True)
-    return RunConfig(pipeline=pipe, training=train, rl=rl)
+    return RunConfig(pipeline=pipe, training=train, rl=rl, search_space=_search_space(pipe, train))
+
+
+def _search_space(pipe: PipelineConfig, train: TrainingConfig) -> dict[str, Any]:
+    """The tune step's tuning file with ``tuning.overrides``, checked against the training
+    config now (a bad range or a width the model cannot take fails before any run)."""
+    if not pipe.tuning.enabled:
+        return {}
+    from kubetrade.config import read_yaml_file
+    from kubetrade.tuning.spec import apply_spec_overrides, load_tuning_spec
+
+    data = read_yaml_file(pipe.tuning.search_space, "search space") or {}
+    spec = load_tuning_spec(apply_spec_overrides(data, pipe.tuning.overrides))
+    spec.validate(train.model_dump(mode="json"))
+    return spec.to_dict()
 
 
 def atomic_path(path: str | Path) -> Path:
@@ -301,6 +314,9 @@ def ensemble_step(
     Path(ensemble_dir).mkdir(parents=True, exist_ok=True)
     ensemble.save(ensemble_dir)
     result = evaluate_ensemble(ensemble, env_cfg, train_cfg, prices, features)
+    from kubetrade.registry import ensemble_sha256
+
+    result["sha256"] = ensemble_sha256(ensemble_dir)  # checked again before registration
     _write_json(result, report_path)
     summary = {f"test_{k}": result[k] for k in ("sharpe_ratio", "total_return", "max_drawdown")}
     bh = result["buy_and_hold"]
@@ -330,39 +346,133 @@ def _read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def train_step(run: RunConfig, bundle_path: str | Path, model_dir: str | Path) -> dict[str, Any]:
-    """Train the hybrid CNN+LSTM (torchrun with ``hardware.nproc_per_node`` processes).
+def tune_step(
+    run: RunConfig, bundle_path: str | Path, tuning_dir: str | Path, best_config_path: str | Path
+) -> dict[str, Any]:
+    """Tune the hybrid model on train + validation windows (the test split is dropped before
+    the first trial) and write the best training config for ``train``.
 
+    ``backend: local``: an Optuna study (TPE + pruning) in ``tuning_dir``, its first trial
+    the configured values. ``backend: kubeflow``: a Katib Experiment of PyTorchJob trials.
+    With ``tuning.enabled: false`` the configured training config is passed through.
+    """
+    import yaml
+
+    out = Path(tuning_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not run.pipeline.tuning.enabled or not run.search_space:
+        tmp = atomic_path(best_config_path)
+        tmp.write_text(
+            yaml.safe_dump(run.training.model_dump(mode="json"), sort_keys=False),
+            encoding="utf-8",
+        )
+        os.replace(tmp, best_config_path)
+        print("[kubetrade] tune: disabled, training with the configured values", flush=True)
+        return {"tuned": 0}
+    from kubetrade.data.splits import load_bundle
+    from kubetrade.tuning.api import tune
+
+    base = run.training.model_dump(mode="json")
+    tracking_uri = _tracker(run).tracking_uri
+    common: dict[str, Any] = dict(
+        run_dir=out, experiment_name=f"{EXPERIMENT}-tuning", tracking_uri=tracking_uri,
+        threads_per_trial=run.pipeline.tuning.threads_per_trial,
+    )  # fmt: skip
+    if run.pipeline.backend == "kubeflow":
+        import uuid
+
+        from kubetrade.pipeline.cluster import katib_options, resolve_profile
+
+        options = katib_options(resolve_profile(), uuid.uuid4().hex, bundle_path, run.training)
+        result = tune(base, run.search_space, backend="katib", katib=options, **common)
+    else:
+        result = tune(base, run.search_space, bundle=load_bundle(bundle_path), **common)
+    from kubetrade.tuning.api import TuningResult
+
+    assert isinstance(result, TuningResult)
+    tmp = atomic_path(best_config_path)
+    shutil.copyfile(result.best_config_path, tmp)
+    os.replace(tmp, best_config_path)
+    summary: dict[str, Any] = {"tuned": 1, f"best_{result.metric}": result.best_value}
+    summary.update({f"best_{k}": v for k, v in result.best_params.items()})
+    if result.study is not None:
+        summary.update(
+            trials_complete=result.study.n_complete,
+            trials_pruned=result.study.n_pruned,
+            trials_failed=result.study.n_failed,
+            pruning_saving=result.study.pruning_saving,
+        )
+        default = _trial_zero_value(result.study.storage, result.study.study_name)
+        if default is not None:
+            summary[f"default_config_{result.metric}"] = default
+            info = _read_json(result.best_params_path)
+            _write_json({**info, "default_value": default}, result.best_params_path)
+    print(
+        f"[kubetrade] tune: best {result.metric}={result.best_value:.4g} with {result.best_params}",
+        flush=True,
+    )
+    return summary
+
+
+def _trial_zero_value(storage: str, study_name: str) -> float | None:
+    """The value of the study's trial 0 (the configured values), if it completed."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = [t for t in study.trials if t.number == 0]
+    if trials and trials[0].state == optuna.trial.TrialState.COMPLETE:
+        return float(trials[0].value)  # type: ignore[arg-type]
+    return None
+
+
+def train_step(
+    run: RunConfig,
+    bundle_path: str | Path,
+    model_dir: str | Path,
+    best_config_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train the hybrid CNN+LSTM with the tune step's best config (when given).
+
+    ``backend: local``: torchrun with ``hardware.nproc_per_node`` processes in this task.
+    ``backend: kubeflow``: a PyTorchJob (:func:`kubetrade.pipeline.cluster.train_on_cluster`).
     Opens the MLflow run that evaluate and export add to; ``model_dir`` gets the
     checkpoints, ``train_result.json`` (with the MLflow run id) and the resolved config.
     """
     import yaml
 
-    from kubetrade.config import flatten
+    from kubetrade.config import flatten, load_training_config
     from kubetrade.data.splits import load_bundle
     from kubetrade.training.pipeline import TrainingPipeline
 
+    training = load_training_config(best_config_path) if best_config_path else run.training
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(bundle_path)
-    pipe = TrainingPipeline(config=run.training, run_dir=out, register=False, verbose=True)
     (out / "training_config.yaml").write_text(
-        yaml.safe_dump(run.training.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        yaml.safe_dump(training.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
     )
     tracker = _tracker(run)
     run_id = tracker.start()
     try:
-        tracker.log_params(flatten(run.training))
+        tracker.log_params(flatten(training))
         tracker.set_tags(
             {
                 "symbols": ",".join(run.pipeline.symbols),
                 "data_range": f"{run.pipeline.start_date}..{run.pipeline.end_date}",
-                "nproc_per_node": run.training.hardware.nproc_per_node,
+                "nproc_per_node": training.hardware.nproc_per_node,
+                "backend": run.pipeline.backend,
+                "tuned": str(bool(best_config_path) and run.pipeline.tuning.enabled).lower(),
                 **{f"period_{k}": f"{a}..{b}" for k, (a, b) in bundle.periods.items()},
             }
         )
         tracker.log_artifact(out / "training_config.yaml", "config")
-        _, result = pipe.train_model(bundle, tracker)
+        if run.pipeline.backend == "kubeflow":
+            from kubetrade.pipeline.cluster import train_on_cluster
+
+            result = train_on_cluster(training, bundle_path, out, run_id, tracker.tracking_uri)
+        else:
+            pipe = TrainingPipeline(config=training, run_dir=out, register=False, verbose=True)
+            _, result = pipe.train_model(bundle, tracker)
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -553,33 +663,151 @@ def register_step(
     export_dir: str | Path,
     results_path: str | Path,
     model_name: str = "kubetrade-hybrid",
+    *,
+    ensemble_dir: str | Path | None = None,
+    ensemble_eval_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Register the exported model (alias challenger) and promote it to champion only if its
-    out-of-sample Sharpe beats the champion's; exported files are checked against the
-    SHA-256 recorded at export first."""
+    """Register the hybrid model (pytorch flavour, with its TorchScript and ONNX files) and,
+    when given, the RL ensemble (pyfunc); each new version gets alias ``challenger`` and
+    moves ``champion`` only if its out-of-sample Sharpe beats the champion's. Every file's
+    SHA-256 is checked against the one recorded when it was made, for both models, before
+    either is registered."""
     import hashlib
 
-    from kubetrade.registry import git_commit, register_challenger, verify_sha256
+    from kubetrade.registry import (
+        ensemble_sha256,
+        read_export_info,
+        read_oos_metric,
+        register_export,
+        register_rl_ensemble,
+        verify_sha256,
+    )
 
-    info = _read_json(Path(export_dir) / "model_uri.json")
+    info = read_export_info(export_dir)
     verify_sha256(info["files"], info["sha256"])
-    test = _read_json(results_path)["test"]["model"]
-    tracker = _tracker(run)
+    ensemble_report: dict[str, Any] | None = None
+    if ensemble_dir is not None and ensemble_eval_path is not None:
+        ensemble_report = _read_json(ensemble_eval_path)
+        recorded = ensemble_report.get("sha256")
+        if recorded and ensemble_sha256(ensemble_dir) != recorded:
+            from kubetrade.errors import RegistryError
+
+            raise RegistryError(
+                f"RL ensemble files in {ensemble_dir} changed since they were evaluated "
+                "(SHA-256 mismatch); rerun the pipeline from the ensemble step"
+            )
+    tracking_uri = _tracker(run).tracking_uri
     config_hash = hashlib.sha256(run.training.model_dump_json().encode()).hexdigest()
-    promotion = register_challenger(
-        info["model_uri"], model_name, "sharpe_ratio", float(test["sharpe_ratio"]),
-        mode="max", tracking_uri=tracker.tracking_uri,
-        tags={
-            "data_range": f"{run.pipeline.start_date}..{run.pipeline.end_date}",
-            "symbols": ",".join(run.pipeline.symbols),
-            "git_commit": git_commit(),
-            "config_sha256": config_hash,
-            **{f"sha256_{k}": v for k, v in info["sha256"].items()},
-            "mlflow_run_id": info["run_id"],
-        },
-    )  # fmt: skip
-    return {
-        "model_version": int(promotion.version),
-        "promoted_to_champion": int(promotion.promoted),
-        "oos_sharpe_ratio": promotion.value,
+    tags = {
+        "data_range": f"{run.pipeline.start_date}..{run.pipeline.end_date}",
+        "symbols": ",".join(run.pipeline.symbols),
+        "config_sha256": config_hash,
     }
+    hybrid = register_export(
+        export_dir, read_oos_metric(results_path), model_name=model_name, tags=tags,
+        tracking_uri=tracking_uri,
+    )  # fmt: skip
+    summary: dict[str, Any] = {
+        "model_version": int(hybrid.version),
+        "promoted_to_champion": int(hybrid.promoted),
+        "oos_sharpe_ratio": hybrid.value,
+    }
+    if ensemble_report is not None:
+        rl_hash = hashlib.sha256(json.dumps(run.rl, sort_keys=True).encode()).hexdigest()
+        rl = register_rl_ensemble(
+            ensemble_dir, float(ensemble_report["sharpe_ratio"]), tracking_uri=tracking_uri,
+            tags={**tags, "config_sha256": rl_hash}, symbols=ensemble_report.get("symbols"),
+            expected_sha256=ensemble_report.get("sha256"),
+        )  # fmt: skip
+        summary.update(
+            rl_ensemble_version=int(rl.version),
+            rl_ensemble_promoted_to_champion=int(rl.promoted),
+            rl_ensemble_oos_sharpe_ratio=rl.value,
+        )
+    return summary
+
+
+# ------------------------------------------------------------------ run summary
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def summary_step(
+    run: RunConfig,
+    tuning_dir: str | Path,
+    evaluation_path: str | Path,
+    backtest_path: str | Path,
+    ensemble_eval_path: str | Path,
+    gate: str,
+    out_path: str | Path,
+) -> dict[str, Any]:
+    """A Markdown run summary (the KFP UI renders it): what was trained on which data, the
+    tuning outcome, test-split metrics beside the naive baselines, the backtest beside
+    buy-and-hold, the RL ensemble's weights, and whether the registration gate passed."""
+    p = run.pipeline
+    evaluation = _read_json(evaluation_path)
+    test = evaluation["test"]
+    lines = [
+        f"# kubetrade run summary — {p.name}",
+        "",
+        f"- data: {', '.join(p.symbols)} ({p.source.type}), {p.start_date} .. {p.end_date}",
+        f"- backend: {p.backend}; test windows: {test.get('n_windows', '?')}",
+        f"- registration gate: **{gate}** (model accuracy vs majority class on the test split)",
+        "",
+        "All metrics below are out-of-sample (the test period, never seen by training, tuning "
+        "or ensemble weighting).",
+        "",
+    ]
+    best = Path(tuning_dir) / "tuning" / "best_params.json"
+    if best.is_file():
+        info = _read_json(best)
+        lines += ["## Tuning (validation split only)", ""]
+        study = info.get("study") or {}
+        lines += _table(
+            ["metric", "best trial", "configured values (trial 0)", "trials", "pruned", "best"],
+            [[
+                info.get("metric", "?"), info.get("value"), info.get("default_value", "—"),
+                study.get("n_trials", "—"), study.get("n_pruned", "—"),
+                json.dumps(info.get("params", {})),
+            ]],
+        )  # fmt: skip
+    metric_keys = ["accuracy", "f1_score", "sharpe_ratio", "max_drawdown", "total_return"]
+    rows = [["hybrid_cnn_lstm", *(test["model"].get(k) for k in metric_keys)]]
+    for name, values in test["baselines"].items():
+        rows.append([name, *(values.get(k, "—") for k in metric_keys)])
+    lines += ["## Hybrid CNN+LSTM, test split, beside naive baselines", ""]
+    lines += _table(["model", *metric_keys], rows)
+    backtest = _read_json(backtest_path)
+    bt_keys = ["total_return", "sharpe_ratio", "max_drawdown", "num_trades", "total_costs"]
+    rows = [[name, *(m.get(k) for k in bt_keys)] for name, m in backtest.items()]
+    first: dict[str, Any] = next(iter(backtest.values()), {})
+    if "buy_and_hold_return" in first:
+        rows.append(["buy_and_hold (equal weight)", first["buy_and_hold_return"], "—", "—", 0, 0.0])
+    lines += ["## Backtest, test period (next-open fills, costs, risk controls)", ""]
+    lines += _table(["strategy", *bt_keys], rows)
+    ens = _read_json(ensemble_eval_path)
+    lines += ["## RL ensemble (weights from validation Sharpe)", ""]
+    lines += _table(
+        ["agent", "weight", "validation sharpe", "test sharpe"],
+        [
+            [a, w, ens.get("validation_sharpe", {}).get(a, "—"),
+             ens.get("agents", {}).get(a, {}).get("sharpe_ratio", "—")]
+            for a, w in ens.get("weights", {}).items()
+        ],
+    )  # fmt: skip
+    tmp = atomic_path(out_path)
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, out_path)
+    return {"gate_passed": int(gate == "pass")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Seconds a collective waits for the other ranks before failing (default 600).
+TIMEOUT_ENV = "KUBETRADE_DIST_TIMEOUT_S"
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,10 @@ def init_distributed(device: str = "auto") -> DistributedContext:
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        # a bounded collective timeout: a rank that died (kill -9, OOM) makes the others fail
+        # within this time instead of hanging, so torchrun's --max-restarts can restart them
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timeout)
     return DistributedContext(rank, local_rank, world_size, torch_device, backend)
 
 

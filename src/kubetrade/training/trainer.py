@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +56,12 @@ __all__ = ["Trainer", "TrainResult", "build_model", "fit", "augment_batch", "SNA
 SNAPSHOT_NAME = "snapshot.pt"
 FINAL_NAME = "final_model.pth"
 RESULT_NAME = "result.json"
+#: Fault-injection hook for reliability tests (never set it in production):
+#: ``KUBETRADE_FAULT_KILL_AT="<epoch>:<rank>"`` makes that rank SIGKILL itself after the first
+#: batch of that epoch, once per run directory (a marker file ``FAULT_MARKER`` in the run
+#: directory records that it fired, so a torchrun restart trains on undisturbed).
+FAULT_ENV = "KUBETRADE_FAULT_KILL_AT"
+FAULT_MARKER = ".fault-injected"
 
 
 @dataclass
@@ -376,6 +384,8 @@ class Trainer:
             if self.augment:
                 x = augment_batch(x, mean, std, self.cfg.data.augmentation)
             stats = self._run_batch(x, y_cls, y_reg)
+            if steps == 0:
+                self._maybe_inject_fault(epoch)
             n = len(x)
             for key in ("loss", "cls_loss", "reg_loss"):
                 totals[key] += stats[key] * n
@@ -387,6 +397,22 @@ class Trainer:
         logs = all_reduce_mean(logs, self.ctx)
         logs["grad_norm_max"] = max_grad
         return logs
+
+    def _maybe_inject_fault(self, epoch: int) -> None:
+        """The test-only :data:`FAULT_ENV` hook: kill this process mid-epoch, once."""
+        spec = os.environ.get(FAULT_ENV)
+        if not spec:
+            return
+        try:
+            at_epoch, at_rank = (int(part) for part in spec.split(":"))
+        except ValueError as exc:
+            raise TrainingError(f"{FAULT_ENV}={spec!r}: expected EPOCH:RANK, e.g. 2:1") from exc
+        marker = self.run_dir / f"{FAULT_MARKER}-{at_epoch}-{at_rank}"
+        if (epoch, self.ctx.rank) != (at_epoch, at_rank) or marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"killed rank {at_rank} in epoch {at_epoch}\n", encoding="utf-8")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:

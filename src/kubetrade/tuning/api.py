@@ -269,6 +269,11 @@ class AdvancedTrainingPipeline:
             threads_per_trial=self.threads_per_trial,
             keep_trial_files=self.keep_trial_files,
         )
+        study = open_study(spec, self.experiment_name, storage_url(self.tuning_dir))
+        if not study.trials:  # a new study: the configured values are trial 0
+            base = spec.base_params(self.base_config)
+            if base:
+                study.enqueue_trial(base, skip_if_exists=True)
         try:
             report = run_study(spec, setup, bundle)
             result = self._write_best(
@@ -474,6 +479,7 @@ def tune(
     tracking_uri: str | None = None,
     track: bool = True,
     launcher: Any = None,
+    threads_per_trial: int = 1,
 ) -> TuningResult | KatibDryRun:
     """One call for the CLI and the pipeline step; see :class:`AdvancedTrainingPipeline`."""
     pipeline = AdvancedTrainingPipeline(
@@ -485,6 +491,7 @@ def tune(
         tracking_uri=tracking_uri,
         track=track,
         katib=katib,
+        threads_per_trial=threads_per_trial,
     )
     return pipeline.optimize_hyperparameters(
         search_space,

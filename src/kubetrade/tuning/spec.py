@@ -47,6 +47,7 @@ __all__ = [
     "KatibSettings",
     "TuningSpec",
     "load_tuning_spec",
+    "apply_spec_overrides",
     "metric_direction",
 ]
 
@@ -272,6 +273,35 @@ class TuningSpec:
         return out
 
     # ------------------------------------------------------------ validation
+    def base_params(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """The configured values of the parameters, where the search space contains them.
+
+        The local study runs these first (``study.enqueue_trial``), so the configured training
+        config is always trial 0 and the best trial is at least as good on validation.
+        Parameters whose configured value lies outside their range or choices are left to the
+        sampler.
+        """
+        cfg = build_config(base, dict(self.fixed), "fixed").model_dump(mode="json")
+        out: dict[str, Any] = {}
+        for name in self.space:
+            node: Any = cfg
+            for part in self.targets(name)[0].split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            p = self.space[name]
+            if node is None or isinstance(node, dict | list):
+                continue
+            if isinstance(p, Choice):
+                if node in p.values:
+                    out[name] = node
+            elif (
+                isinstance(node, int | float)
+                and not isinstance(node, bool)
+                and p.low <= node <= p.high
+                and (not isinstance(p, IntRange) or node == int(node))
+            ):
+                out[name] = int(node) if isinstance(p, IntRange) else float(node)
+        return out
+
     def probe_values(self, name: str) -> list[Any]:
         """Values :meth:`validate` tries: every choice, every int (or both ends), float ends."""
         p = self.space[name]
@@ -338,6 +368,31 @@ def _check_path(dotted: str, where: str) -> None:
                 f"(allowed: {allowed})"
             )
         node = fields[part].annotation
+
+
+def apply_spec_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a tuning file's dict with dotted overrides applied.
+
+    ``parameters.<name>`` and ``links.<name>`` replace one whole entry (parameter names
+    contain dots, ``parameters.training.learning_rate`` means the parameter
+    ``training.learning_rate``); any other key is a dotted path (``objective.num_trials``).
+    A ``null`` value under ``parameters.`` removes that parameter.
+    """
+    out = copy.deepcopy(dict(data))
+    plain: dict[str, Any] = {}
+    for key, value in overrides.items():
+        section, sep, name = str(key).partition(".")
+        if section in ("parameters", "links") and sep:
+            entries = out.setdefault(section, {})
+            if not isinstance(entries, dict):
+                raise ConfigError(f"search space: {section} must be a mapping")
+            if value is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = value
+        else:
+            plain[key] = value
+    return apply_overrides(out, plain)
 
 
 def load_tuning_spec(

@@ -1,0 +1,152 @@
+"""``backend: kubeflow``: the train step as a PyTorchJob, against a fake API server.
+
+No Kubernetes API server can run here, so the API is a fake (the only fake in these
+tests): on the first GET it does what the Training Operator's Master pod would do, i.e.
+runs the container's own arguments through the real trainer entry point
+(``kubetrade.training.run``) on the "volume" (a temp folder standing in for the PVC), then
+reports ``Succeeded``; or it reports ``Failed`` without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kubetrade.config import TrainingConfig
+from kubetrade.errors import TrainingError
+from kubetrade.k8s import ClusterTrainingProfile, CustomResourceLauncher
+from kubetrade.pipeline.cluster import stage_inputs, train_on_cluster
+from kubetrade.training.bundle import save_bundle, synthetic_bundle
+from kubetrade.training.callbacks import model_from_checkpoint
+
+torch.set_num_threads(1)
+
+
+def _tiny() -> TrainingConfig:
+    return TrainingConfig.model_validate(
+        {
+            "model": {
+                "cnn": {"hidden_dim": 8, "filter_sizes": [2, 3], "num_heads": 2},
+                "lstm": {"hidden_dim": 4, "num_layers": 1, "dropout": 0.0},
+                "fusion": {"output_dim": 8, "num_heads": 2},
+            },
+            "training": {"batch_size": 16, "num_epochs": 2, "scheduler": {"T_max": 2}},
+            "data": {"sequence_length": 12},
+            "hardware": {"mixed_precision": False, "device": "cpu", "nproc_per_node": 1},
+        }
+    )
+
+
+class FakeTrainingOperator:
+    """CustomObjectsApi stand-in: runs the Master's args in-process, or fails the job."""
+
+    def __init__(self, succeed: bool = True) -> None:
+        self.succeed = succeed
+        self.created: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.ran = False
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **kw):  # type: ignore[no-untyped-def]
+        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
+        self.created.append(body)
+        return body
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):  # type: ignore[no-untyped-def]
+        job = self.created[-1]
+        if not self.succeed:
+            cond = {"type": "Failed", "status": "True", "reason": "OOMKilled", "message": "boom"}
+            return {**job, "status": {"conditions": [cond]}}
+        if not self.ran:
+            from kubetrade.training.run import main
+
+            master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+            args = master["containers"][0]["args"]
+            assert main([*args, "--quiet"]) == 0
+            self.ran = True
+        return {**job, "status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):  # type: ignore[no-untyped-def]
+        self.deleted.append(name)
+        return {}
+
+
+def _setup(tmp_path: Path, succeed: bool) -> tuple[Any, Any, FakeTrainingOperator, Path]:
+    profile = ClusterTrainingProfile(
+        image="kubetrade/base:0.1.0",
+        num_workers=0,
+        data_mount_path=str(tmp_path / "volume"),
+        wait_deadline_s=120,
+        poll_s=0.01,
+    )
+    api = FakeTrainingOperator(succeed)
+    launcher = CustomResourceLauncher.for_pytorchjobs(
+        api, None, "kubetrade", sleep=lambda s: None, log=lambda m: None
+    )
+    bundle = synthetic_bundle(n_timestamps=146, n_symbols=2, sequence_length=12, n_features=4)
+    bundle_path = save_bundle(bundle, tmp_path / "artifact" / "bundle.npz")
+    return profile, launcher, api, Path(bundle_path)
+
+
+def test_train_step_runs_the_trainer_as_a_pytorchjob_and_returns_its_model(tmp_path):
+    profile, launcher, api, bundle_path = _setup(tmp_path, succeed=True)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    import mlflow
+
+    run_id = (
+        mlflow.MlflowClient(uri)
+        .create_run(mlflow.MlflowClient(uri).create_experiment("k"))
+        .info.run_id
+    )
+    result = train_on_cluster(
+        _tiny(), bundle_path, tmp_path / "model", run_id, uri, profile=profile, launcher=launcher
+    )
+    job = api.created[0]
+    assert job["kind"] == "PyTorchJob" and job["metadata"]["name"].startswith("kubetrade-train-")
+    pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    # the trainer pod mounts the same claim the task staged the inputs on
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+              if "persistentVolumeClaim" in v]  # fmt: skip
+    assert claims == ["kubetrade-data"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--bundle") + 1].startswith(str(tmp_path / "volume" / "runs"))
+    assert args[args.index("--mlflow-run-id") + 1] == run_id
+    # the result points into the task's artifact folder and loads
+    assert Path(result.final_model_path) == tmp_path / "model" / "final_model.pth"
+    model = model_from_checkpoint(result.final_model_path)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert result.epochs_run == 2
+    # per-epoch metrics reached the MLflow run the step opened
+    history = mlflow.MlflowClient(uri).get_metric_history(run_id, "val_loss")
+    assert len(history) == 2
+
+
+def test_failed_pytorchjob_fails_the_step(tmp_path):
+    profile, launcher, api, bundle_path = _setup(tmp_path, succeed=False)
+    with pytest.raises(TrainingError, match="Failed|OOMKilled|boom"):
+        train_on_cluster(
+            _tiny(), bundle_path, tmp_path / "model", "abc123", "sqlite:///x.db",
+            profile=profile, launcher=launcher,
+        )  # fmt: skip
+    assert not (tmp_path / "model" / "final_model.pth").exists()
+
+
+def test_staging_without_shared_storage_is_a_clear_error(tmp_path):
+    profile = ClusterTrainingProfile(image="kubetrade/base:0.1.0", pvc_name=None)
+    with pytest.raises(TrainingError, match="shared storage"):
+        stage_inputs(profile, "k", tmp_path / "b.npz", _tiny())
+
+
+def test_tune_step_disabled_passes_the_configured_training_config(tmp_path):
+    from kubetrade.config import load_training_config
+    from kubetrade.pipeline.steps import RunConfig, tune_step
+
+    run = RunConfig(training=_tiny())
+    run.pipeline.tuning.enabled = False
+    out = tune_step(run, tmp_path / "unused.npz", tmp_path / "tuning", tmp_path / "best.yaml")
+    assert out == {"tuned": 0}
+    assert load_training_config(tmp_path / "best.yaml") == run.training
+    assert json.dumps(out)
