@@ -166,6 +166,8 @@ def run_local(
     result = RunResult(run_dir=run_dir, seconds=time.perf_counter() - start)
     result.outputs = _collect_outputs(run_dir)
     (run_dir / "SUCCEEDED").write_text(f"{result.seconds:.1f}s\n", encoding="utf-8")
+    with contextlib.suppress(OSError):
+        (run_dir / PID_FILE).unlink()
     return result
 
 
@@ -233,6 +235,8 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
             shutil.rmtree(child, ignore_errors=True)
     with contextlib.suppress(OSError):
         error_file.unlink()
+    with contextlib.suppress(OSError):
+        (run_dir / PID_FILE).unlink()
     (run_dir / "FAILED.json").write_text(
         json.dumps({"step": step, "message": message}, indent=2), encoding="utf-8"
     )

@@ -27,6 +27,7 @@ from kubetrade.tuning.optuna_backend import (
     TrialSetup,
     run_study,
 )
+from kubetrade.tuning.rl_objective import RLObjective, RLTuningResult, tune_rl_agent
 from kubetrade.tuning.spec import (
     EPOCH_METRICS,
     GUIDE_LINKS,
@@ -38,6 +39,9 @@ from kubetrade.tuning.spec import (
 )
 
 __all__ = [
+    "RLObjective",
+    "RLTuningResult",
+    "tune_rl_agent",
     "BEST_CONFIG_NAME",
     "BEST_PARAMS_NAME",
     "EPOCH_METRICS",
