@@ -734,6 +734,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e9:
+            return f"{int(value):,}"  # counts (trades) arrive as floats from JSON metrics
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
