@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+import contextlib
+
 from test_local_pipeline import tiny_config  # noqa: E402
 
 
@@ -43,7 +45,16 @@ def test_killed_pipeline_reruns_and_registers_exactly_one_version(tmp_path):
             break
     assert any("train-op" in ln for ln in seen), "".join(seen)[-3000:]
     time.sleep(3)
+    # kill -9 the whole tree: kfp task subprocesses and torchrun workers may have left the
+    # process group, and a survivor would keep writing into the killed run's folder
+    import psutil
+
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     os.killpg(proc.pid, signal.SIGKILL)
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(tree, timeout=30)
     proc.wait(timeout=30)
     killed = next((tmp_path / "runs").glob("2*"))
     assert not (killed / "SUCCEEDED").exists()

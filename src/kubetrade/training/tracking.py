@@ -84,7 +84,11 @@ class MlflowTracker:
         if experiment is None:
             location = None
             if self.tracking_uri.startswith("sqlite:"):  # local store: artifacts beside it
-                location = (self.run_dir.resolve() / "mlartifacts").as_uri()
+                # beside the database file, not the caller's run folder: the experiment
+                # outlives that folder (a later run's artifacts must not land in, or
+                # depend on, the folder of the run that happened to create it)
+                db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+                location = (db.resolve().parent / "mlartifacts").as_uri()
             experiment_id = self.client.create_experiment(
                 self.experiment_name, artifact_location=location
             )
