@@ -21,11 +21,10 @@ def ingest_op(run_config: str, ohlcv: Output[Dataset], metrics: Output[Metrics])
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, ingest_step
 
-    summary = run_step("ingest", lambda: ingest_step(RunConfig.from_json(run_config), ohlcv.path))
+    summary = run_step(
+        "ingest", lambda: ingest_step(RunConfig.from_json(run_config), ohlcv.path), metrics=metrics
+    )
     ohlcv.metadata.update(summary)
-    for key, value in summary.items():
-        if isinstance(value, int | float):
-            metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -40,14 +39,13 @@ def validate_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, validate_step
 
-    summary = run_step(
+    run_step(
         "validate",
         lambda: validate_step(
             RunConfig.from_json(run_config), ohlcv.path, data_docs.path, quality_report.path
         ),
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -62,14 +60,13 @@ def features_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, features_step
 
-    summary = run_step(
+    run_step(
         "features",
         lambda: features_step(
             RunConfig.from_json(run_config), ohlcv.path, features.path, feast_repo.path
         ),
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -89,8 +86,6 @@ def split_op(
         lambda: split_step(
             RunConfig.from_json(run_config), features.path, feast_repo.path, bundle.path
         ),
+        metrics=metrics,
     )
     bundle.metadata.update(summary)
-    for key, value in summary.items():
-        if isinstance(value, int | float):
-            metrics.log_metric(key, value)

@@ -39,14 +39,13 @@ def tune_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, tune_step
 
-    summary = run_step(
+    run_step(
         "tune",
         lambda: tune_step(
             RunConfig.from_json(run_config), bundle.path, tuning.path, best_config.path
         ),
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -61,14 +60,13 @@ def train_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, train_step
 
-    summary = run_step(
+    run_step(
         "train",
         lambda: train_step(
             RunConfig.from_json(run_config), bundle.path, model.path, best_config.path
         ),
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -87,14 +85,13 @@ def evaluate_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, evaluate_step, evaluation_gate
 
-    summary = run_step(
+    run_step(
         "evaluate",
         lambda: evaluate_step(
             RunConfig.from_json(run_config), bundle.path, model.path, report.path, results.path
         ),
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
     with open(results.path, encoding="utf-8") as fh:
         test = json.load(fh)["test"]
     confusion.log_confusion_matrix(test["class_names"], test["confusion_matrix"])
@@ -115,14 +112,13 @@ def export_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, export_step
 
-    summary = run_step(
+    run_step(
         "export",
         lambda: export_step(
             RunConfig.from_json(run_config), bundle.path, model.path, exported.path
         ),
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -140,7 +136,7 @@ def backtest_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, backtest_step
 
-    summary = run_step(
+    run_step(
         "backtest",
         lambda: backtest_step(
             RunConfig.from_json(run_config),
@@ -151,9 +147,8 @@ def backtest_op(
             report.path,
             results.path,
         ),  # fmt: skip
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -170,7 +165,7 @@ def register_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, register_step
 
-    summary = run_step(
+    run_step(
         "register",
         lambda: register_step(
             RunConfig.from_json(run_config),
@@ -179,9 +174,8 @@ def register_op(
             ensemble_dir=ensemble.path,
             ensemble_eval_path=ensemble_evaluation.path,
         ),
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -22,7 +22,7 @@ def rl_agent_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, rl_agent_step
 
-    summary = run_step(
+    run_step(
         f"rl_agent[{agent_type}]",
         lambda: rl_agent_step(
             RunConfig.from_json(run_config),
@@ -32,10 +32,9 @@ def rl_agent_op(
             bundle.path,
             agent.path,
         ),  # fmt: skip
+        metrics=metrics,
     )
     agent.metadata["agent_type"] = agent_type
-    for key, value in summary.items():
-        metrics.log_metric(key, value)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -53,7 +52,7 @@ def ensemble_op(
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, ensemble_step
 
-    summary = run_step(
+    run_step(
         "ensemble",
         lambda: ensemble_step(
             RunConfig.from_json(run_config),
@@ -64,6 +63,5 @@ def ensemble_op(
             ensemble.path,
             evaluation.path,
         ),  # fmt: skip
+        metrics=metrics,
     )
-    for key, value in summary.items():
-        metrics.log_metric(key, value)

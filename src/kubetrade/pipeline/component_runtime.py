@@ -23,8 +23,12 @@ ERROR_FILE_ENV = "KUBETRADE_ERROR_FILE"
 T = TypeVar("T")
 
 
-def run_step(name: str, fn: Callable[[], T]) -> T:
-    """Run ``fn``; on a KubetradeError print it on one line and exit non-zero."""
+def run_step(name: str, fn: Callable[[], T], metrics: Any = None) -> T:
+    """Run ``fn``; on a KubetradeError print it on one line and exit non-zero.
+
+    ``metrics``: a KFP ``Metrics`` output; the numeric values of the summary dict ``fn``
+    returns are logged to it.
+    """
     start = time.perf_counter()
     print(f"[kubetrade] {name}: started", flush=True)
     try:
@@ -45,4 +49,8 @@ def run_step(name: str, fn: Callable[[], T]) -> T:
     elapsed = time.perf_counter() - start
     summary = f" {result}" if isinstance(result, dict) else ""
     print(f"[kubetrade] {name}: done in {elapsed:.1f}s{summary}", flush=True)
+    if metrics is not None and isinstance(result, dict):
+        for key, value in result.items():
+            if isinstance(value, int | float):
+                metrics.log_metric(key, value)
     return result

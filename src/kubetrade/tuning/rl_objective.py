@@ -173,25 +173,7 @@ def validate_rl_spec(
 def rl_base_params(spec: TuningSpec, base: Mapping[str, Any]) -> dict[str, Any]:
     """The configured values of the search-space parameters (trial 0), where in range."""
     cfg = build_rl_config(base, spec.fixed, "fixed").model_dump(mode="json")
-    out: dict[str, Any] = {}
-    for name in spec.space:
-        node: Any = cfg
-        for part in spec.targets(name)[0].split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        p = spec.space[name]
-        if node is None or isinstance(node, dict | list):
-            continue
-        if isinstance(p, Choice):
-            if node in p.values:
-                out[name] = node
-        elif (
-            isinstance(node, int | float)
-            and not isinstance(node, bool)
-            and p.low <= node <= p.high
-            and (not isinstance(p, IntRange) or node == int(node))
-        ):
-            out[name] = int(node) if isinstance(p, IntRange) else float(node)
-    return out
+    return spec.values_in_space(cfg)
 
 
 # ---------------------------------------------------------------- data

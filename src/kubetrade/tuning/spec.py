@@ -282,13 +282,18 @@ class TuningSpec:
         sampler.
         """
         cfg = build_config(base, dict(self.fixed), "fixed").model_dump(mode="json")
+        return self.values_in_space(cfg)
+
+    def values_in_space(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Each parameter's value in the nested config ``cfg`` (its first target path), where
+        the search space contains it (within the range, or one of the choices)."""
         out: dict[str, Any] = {}
         for name in self.space:
             node: Any = cfg
             for part in self.targets(name)[0].split("."):
-                node = node.get(part) if isinstance(node, dict) else None
+                node = node.get(part) if isinstance(node, Mapping) else None
             p = self.space[name]
-            if node is None or isinstance(node, dict | list):
+            if node is None or isinstance(node, Mapping | list):
                 continue
             if isinstance(p, Choice):
                 if node in p.values:
