@@ -351,7 +351,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: ``source: dotted.path: message (got value)``; joined by '; '."""
     parts = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"])
+        # a key with whitespace or control characters is quoted, so the message stays one line
+        path = ".".join(str(p) if str(p).isprintable() and str(p).strip() == str(p)
+                        else repr(p) for p in err["loc"])  # fmt: skip
         kind = err["type"]
         if kind == "extra_forbidden":
             parts.append(f"{path}: unknown key")

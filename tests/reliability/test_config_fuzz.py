@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kubetrade.config import TrainingConfig, load_yaml_model
@@ -80,6 +80,7 @@ TRAINING_KEYS = [
     overrides=st.dictionaries(st.sampled_from(PIPELINE_KEYS), _values, max_size=3),
     training=st.dictionaries(st.sampled_from(TRAINING_KEYS), _values, max_size=3),
 )
+@example(overrides={"source": {"\n": None}}, training={})  # once gave a two-line message
 def test_fuzzed_run_overrides_never_escape_as_anything_but_kubetrade_error(overrides, training):
     """What ``kubetrade run --set KEY=VALUE`` feeds load_run_config (pipeline + training +
     RL files): success, or one KubetradeError line."""
