@@ -40,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from kubetrade.config import TrainingConfig
 from kubetrade.models import ExportWrapper, HybridCNNLSTM
 from kubetrade.training.bundle import synthetic_bundle
+from kubetrade.training.distributed import DistributedContext
 from kubetrade.training.export import (
     ServingWrapper,
     export_onnx,
@@ -210,17 +211,17 @@ def single_threaded(runner: Runner) -> Runner:
     return runner
 
 
-def guide_runner(batch: int, data: Any) -> Runner:
+def guide_runner(batch: int, data: Any, device: str = "cpu") -> Runner:
     """The guide's loop: DataLoader(shuffle) + AdamW + multi-task loss + clipping, eager fp32."""
     torch.manual_seed(0)
-    model = GuideHybrid().train()
+    model = GuideHybrid().train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999))
     dataset = TensorDataset(torch.from_numpy(data.X), torch.from_numpy(data.y_cls),
                             torch.from_numpy(data.y_reg))  # fmt: skip
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
 
     def step(item: Any) -> None:
-        x, y_cls, y_reg = item
+        x, y_cls, y_reg = (t.to(device, non_blocking=True) for t in item)
         out = model(x)
         loss = 0.6 * F.cross_entropy(out["classification"], y_cls) + 0.4 * F.mse_loss(
             out["regression"], y_reg
@@ -233,8 +234,13 @@ def guide_runner(batch: int, data: Any) -> Runner:
     return Runner(batch, step, lambda epoch: loader)
 
 
-def kubetrade_runner(batch: int, bundle: Any, workdir: str, **overrides: Any) -> Runner:
-    """kubetrade's ``Trainer._run_batch`` on its in-memory batches (augmentation off)."""
+def kubetrade_runner(
+    batch: int, bundle: Any, workdir: str, device: str = "cpu", **overrides: Any
+) -> Runner:
+    """kubetrade's ``Trainer._run_batch`` on its in-memory batches (augmentation off).
+
+    ``mixed_precision=True`` is the trainer's own AMP: bf16 autocast on CPU, fp16 autocast
+    + GradScaler on CUDA."""
     cfg = TrainingConfig()
     cfg.training.batch_size = batch
     cfg.hardware.mixed_precision = overrides.get("mixed_precision", False)
@@ -242,7 +248,7 @@ def kubetrade_runner(batch: int, bundle: Any, workdir: str, **overrides: Any) ->
     torch.manual_seed(0)
     model = HybridCNNLSTM.from_config(cfg.model, FEATURES)
     trainer = Trainer(model, cfg, bundle.train, bundle.val, workdir, resume=False, augment=False,
-                      verbose=False)  # fmt: skip
+                      verbose=False, ctx=DistributedContext(device=torch.device(device)))  # fmt: skip
     trainer.model.train()
     return Runner(batch, lambda item: trainer._run_batch(*item), trainer._batches)
 

@@ -303,3 +303,28 @@ def test_schedulers_monitors_and_mixed_precision(
 def test_torch_compile_trains(tmp_path: Path, bundle: Any) -> None:
     _, result = fit(tiny_config(num_epochs=1, compile=True), bundle, tmp_path, verbose=False)
     assert np.isfinite(result.history[0]["train_loss"])
+
+
+def test_skipped_amp_steps_do_not_poison_the_epoch_grad_norm(
+    tmp_path: Path, bundle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp16 + GradScaler skips steps whose gradients overflowed; their inf norm must be
+    counted, not averaged (it made the first CUDA epoch log grad_norm=nan)."""
+    from kubetrade.training.trainer import Trainer
+
+    real = Trainer._run_batch
+    calls = {"n": 0}
+
+    def overflow_first(self: Trainer, *batch: Any) -> dict[str, float]:
+        stats = real(self, *batch)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            stats["grad_norm"] = float("inf")
+        return stats
+
+    monkeypatch.setattr(Trainer, "_run_batch", overflow_first)
+    _, result = fit(tiny_config(num_epochs=1), bundle, tmp_path, verbose=False)
+    first = result.history[0]
+    assert np.isfinite(first["grad_norm"]) and first["grad_norm"] > 0
+    assert np.isfinite(first["grad_norm_max"])
+    assert first["nonfinite_grad_steps"] == 1.0

@@ -122,11 +122,12 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    # generator states must be CPU ByteTensors whatever map_location the snapshot was read with
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state(("MT19937", keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate((3, tuple(state["python"]), None))
 
 
@@ -300,7 +301,10 @@ class Trainer:
     def _load_snapshot(self) -> None:
         if not self.snapshot_path.is_file():
             return
-        snap = load_checkpoint(self.snapshot_path, map_location=self.device)
+        # read on the CPU: load_state_dict copies weights and optimizer state to the
+        # parameters' device, and RNG states must stay CPU tensors (a CUDA resume failed
+        # with "RNG state must be a torch.ByteTensor" when read with map_location=cuda)
+        snap = load_checkpoint(self.snapshot_path, map_location="cpu")
         if snap.get("fingerprint") != self._fingerprint():
             raise TrainingError(
                 f"{self.snapshot_path} was written for a different model config; delete it or "
@@ -368,7 +372,7 @@ class Trainer:
         """One pass over this rank's shard; returns rank-averaged train metrics."""
         self.model.train()
         totals: dict[str, float] = {"loss": 0.0, "cls_loss": 0.0, "reg_loss": 0.0, "grad_norm": 0.0}
-        count, steps, max_grad = 0, 0, 0.0
+        count, steps, finite_steps, max_grad = 0, 0, 0, 0.0
         batches: Any = self._batches(epoch)
         if self.verbose and sys.stderr.isatty():
             from tqdm import tqdm
@@ -389,11 +393,16 @@ class Trainer:
             n = len(x)
             for key in ("loss", "cls_loss", "reg_loss"):
                 totals[key] += stats[key] * n
-            totals["grad_norm"] += stats["grad_norm"]
-            max_grad = max(max_grad, stats["grad_norm"])
+            if math.isfinite(stats["grad_norm"]):
+                # fp16 + GradScaler: a step with inf/nan gradients is skipped by the scaler
+                # (and the scale lowered); it must not turn the epoch's mean norm into nan
+                totals["grad_norm"] += stats["grad_norm"]
+                max_grad = max(max_grad, stats["grad_norm"])
+                finite_steps += 1
             count, steps = count + n, steps + 1
         logs = {f"train_{k}": totals[k] / max(count, 1) for k in ("loss", "cls_loss", "reg_loss")}
-        logs["grad_norm"] = totals["grad_norm"] / max(steps, 1)
+        logs["grad_norm"] = totals["grad_norm"] / finite_steps if finite_steps else math.nan
+        logs["nonfinite_grad_steps"] = float(steps - finite_steps)
         logs = all_reduce_mean(logs, self.ctx)
         logs["grad_norm_max"] = max_grad
         return logs
