@@ -46,6 +46,7 @@ from bench_training import (  # noqa: E402
     flops_per_sample,
     guide_runner,
     kubetrade_runner,
+    with_pytorch_dropout,
 )
 
 from kubetrade.config import TrainingConfig  # noqa: E402
@@ -117,7 +118,7 @@ def peaks(device: str, threads: int) -> dict[str, float]:
     if device == "cpu":
         n = 2048 if threads <= 4 else 4096
         # a CPU without bf16 units runs bf16 GEMMs at well under 1 GFLOP/s: probe small first
-        probe = matmul_gflops(512, torch.bfloat16, "cpu", repeats=1)
+        probe = matmul_gflops(512, torch.bfloat16, "cpu", repeats=3)
         bf16_n = n if probe > 50 else 512
         return {
             "fp32_gflops": matmul_gflops(n, torch.float32, "cpu"),
@@ -317,6 +318,10 @@ def main() -> None:
                 b, bundle, workdir, device, mixed_precision=True
             ),
         }
+        if device == "cpu":
+            made[f"kubetrade {amp}, PyTorch dropout"] = lambda b: with_pytorch_dropout(
+                kubetrade_runner(b, bundle, workdir, device, mixed_precision=True)
+            )
         if with_compile:
             made[f"kubetrade {amp} + torch.compile"] = lambda b: kubetrade_runner(
                 b, bundle, workdir, device, mixed_precision=True, compile=True

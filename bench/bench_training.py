@@ -211,6 +211,25 @@ def single_threaded(runner: Runner) -> Runner:
     return runner
 
 
+def with_pytorch_dropout(runner: Runner) -> Runner:
+    """Run ``runner``'s steps with PyTorch's own CPU dropout (``bernoulli_``) instead of
+    :mod:`kubetrade.models.fast_dropout`: the before/after of that change."""
+    from kubetrade.models import fast_dropout
+
+    step = runner.step
+
+    def pytorch_dropout(item: Any) -> None:
+        applies = fast_dropout.fast_dropout_applies
+        fast_dropout.fast_dropout_applies = lambda x, p: False  # type: ignore[assignment]
+        try:
+            step(item)
+        finally:
+            fast_dropout.fast_dropout_applies = applies
+
+    runner.step = pytorch_dropout
+    return runner
+
+
 def guide_runner(batch: int, data: Any, device: str = "cpu") -> Runner:
     """The guide's loop: DataLoader(shuffle) + AdamW + multi-task loss + clipping, eager fp32."""
     torch.manual_seed(0)
@@ -424,6 +443,9 @@ def main() -> None:
         "kubetrade eager fp32": lambda b: kubetrade_runner(b, bundle, workdir),
         "kubetrade bf16 autocast": lambda b: kubetrade_runner(b, bundle, workdir, mixed_precision=True),
     }  # fmt: skip
+    factories["kubetrade eager fp32, PyTorch dropout"] = lambda b: with_pytorch_dropout(
+        kubetrade_runner(b, bundle, workdir)
+    )
     if threads > 1:
         factories["kubetrade eager fp32, 1 thread"] = lambda b: single_threaded(
             kubetrade_runner(b, bundle, workdir)

@@ -20,6 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from kubetrade.errors import ConfigError
+from kubetrade.models.fast_dropout import (
+    FastDropout,
+    attention_fast_dropout_applies,
+    attention_with_fast_dropout,
+    lstm_fast_dropout_applies,
+    lstm_with_fast_dropout,
+)
 
 __all__ = [
     "CLASS_NAMES",
@@ -92,16 +99,22 @@ class CNNFeatureExtractor(nn.Module):
             hidden_dim, num_heads, dropout=dropout, batch_first=True
         )
         self.norm = nn.LayerNorm(hidden_dim) if layer_norm else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.residual = layer_norm
         self.out_dim = hidden_dim
+
+    def _attend(self, seq: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only
+            if attention_fast_dropout_applies(self.attention, seq):
+                return attention_with_fast_dropout(self.attention, seq, seq, seq, need_weights)
+        return self.attention(seq, seq, seq, need_weights=need_weights)
 
     def forward(self, x: Tensor, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
         """``x`` (B, L, F) -> features (B, L, hidden_dim), self-attention weights (B, L, L)."""
         channels_first = x.transpose(1, 2)
         conv = torch.cat([branch(channels_first) for branch in self.branches], dim=1)
         seq = conv.transpose(1, 2)  # (B, L, C): attend across time, not channels
-        attended, weights = self.attention(seq, seq, seq, need_weights=need_weights)
+        attended, weights = self._attend(seq, need_weights)
         attended = self.dropout(attended)
         out = self.norm(seq + attended) if self.residual else attended
         return out, weights
@@ -141,9 +154,15 @@ class LSTMTemporalProcessor(nn.Module):
         self.skip_connection = nn.Linear(input_dim, self.out_dim)
         self.norm = nn.LayerNorm(self.out_dim) if layer_norm else nn.Identity()
 
+    def _run_lstm(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only
+            if lstm_fast_dropout_applies(self.lstm, x):
+                return lstm_with_fast_dropout(self.lstm, x)
+        return self.lstm(x)[0]
+
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (B, L, input_dim) -> (B, L, out_dim)."""
-        lstm_out, _ = self.lstm(x)
+        lstm_out = self._run_lstm(x)
         return self.norm(lstm_out + self.skip_connection(x))
 
 
@@ -186,9 +205,18 @@ class FeatureFusion(nn.Module):
             nn.Linear(output_dim, 1, bias=False) if pooling == "attention" else nn.Identity()
         )
         self.pooling = pooling
-        self.head_dropout = nn.Dropout(dropout)
+        self.head_dropout = FastDropout(dropout)
         self.classifier = nn.Linear(output_dim, 3)  # buy / hold / sell
         self.regressor = nn.Linear(output_dim, 1)  # forward return (scaled)
+
+    def _attend(
+        self, query: Tensor, memory: Tensor, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        attn = self.cross_attention
+        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only
+            if attention_fast_dropout_applies(attn, query):
+                return attention_with_fast_dropout(attn, query, memory, memory, need_weights)
+        return attn(query, memory, memory, need_weights=need_weights)
 
     def forward(
         self, cnn_features: Tensor, lstm_features: Tensor, need_weights: bool = True
@@ -196,7 +224,7 @@ class FeatureFusion(nn.Module):
         """Both inputs (B, L, *) -> dict of logits (B, 3), regression (B,), weights, features."""
         query = self.cnn_proj(cnn_features)
         memory = self.lstm_proj(lstm_features)
-        attended, weights = self.cross_attention(query, memory, memory, need_weights=need_weights)
+        attended, weights = self._attend(query, memory, need_weights)
         fused = self.norm(query + attended) if self.residual else attended
         if self.pooling == "attention":
             pool = torch.softmax(self.pool_score(fused).squeeze(-1), dim=1)  # (B, L)
