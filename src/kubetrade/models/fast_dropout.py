@@ -130,11 +130,11 @@ def lstm_with_fast_dropout(lstm: nn.LSTM, x: Tensor) -> Tensor:
     batch = x.shape[0] if lstm.batch_first else x.shape[1]
     zeros = torch.zeros(dirs, batch, lstm.hidden_size, dtype=x.dtype, device=x.device)
     per_layer = (4 if lstm.bias else 2) * dirs
-    weights = lstm._flat_weights
+    weights: list[Tensor] = [w for w in lstm._flat_weights if w is not None]
     out = x
     for layer in range(lstm.num_layers):
         params = weights[layer * per_layer : (layer + 1) * per_layer]
-        out = torch._VF.lstm(  # type: ignore[attr-defined]
+        out = torch._VF.lstm(
             out, (zeros, zeros), params, lstm.bias, 1, 0.0, True, lstm.bidirectional,
             lstm.batch_first,
         )[0]  # fmt: skip
