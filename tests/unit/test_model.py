@@ -179,10 +179,10 @@ def test_signal_returns_average_symbols_per_timestamp() -> None:
 def test_financial_metrics_known_values() -> None:
     returns = np.array([0.1, -0.5, 0.2])
     # equity 1.1 -> 0.55 -> 0.66: worst fall is 50% from the 1.1 peak
-    assert max_drawdown(returns) == pytest.approx(0.5)
+    assert max_drawdown(returns) == pytest.approx(-0.5)  # the backtest's sign convention
     r = np.array([0.01, -0.02, 0.03, 0.0])
     assert sharpe_ratio(r) == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252))
     assert sortino_ratio(r) == pytest.approx(r.mean() / math.sqrt(0.02**2 / 4) * math.sqrt(252))
     growth = np.prod(1 + r)
-    assert calmar_ratio(r) == pytest.approx((growth ** (252 / 4) - 1) / max_drawdown(r))
+    assert calmar_ratio(r) == pytest.approx((growth ** (252 / 4) - 1) / -max_drawdown(r))
     assert sharpe_ratio(np.zeros(5)) == 0.0 and calmar_ratio(np.full(3, 0.01)) == 0.0

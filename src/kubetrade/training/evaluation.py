@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kubetrade.backtest import metrics as bt_metrics
 from kubetrade.errors import TrainingError
 from kubetrade.models import CLASS_NAMES, CLASS_POSITIONS, HybridCNNLSTM
 
@@ -73,41 +74,51 @@ def signal_returns(
     return keys, sums / np.maximum(counts, 1)
 
 
+# The trading metrics of a signal are the backtest's (one definition, one sign convention:
+# max_drawdown <= 0 as in backtest results and RL reports). What is kept here is the
+# training side's "0 when undefined" for short or flat series, so a validation metric used
+# as an early-stopping monitor is never nan or inf.
+
+
+def _finite_or_zero(value: float) -> float:
+    return float(value) if math.isfinite(value) else 0.0
+
+
+def _equity(returns: np.ndarray) -> np.ndarray:
+    return np.concatenate([[1.0], np.cumprod(1.0 + np.asarray(returns, dtype=np.float64))])
+
+
 def sharpe_ratio(returns: np.ndarray, periods_per_year: float = 252.0) -> float:
-    """Annualised mean / std of per-period returns (0 when flat)."""
+    """Annualised mean / std of per-period returns (0 when flat or shorter than 2)."""
     r = np.asarray(returns, dtype=np.float64)
-    std = r.std(ddof=1) if len(r) > 1 else 0.0
-    return float(r.mean() / std * math.sqrt(periods_per_year)) if std > 1e-12 else 0.0
+    if len(r) < 2 or r.std(ddof=1) <= 1e-12:
+        return 0.0
+    return _finite_or_zero(bt_metrics.sharpe_ratio(r, periods_per_year=periods_per_year))
 
 
 def sortino_ratio(returns: np.ndarray, periods_per_year: float = 252.0) -> float:
     """Annualised mean / downside deviation (root mean square of negative returns)."""
     r = np.asarray(returns, dtype=np.float64)
-    if len(r) == 0:
+    if len(r) < 2:
         return 0.0
-    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-    return float(r.mean() / downside * math.sqrt(periods_per_year)) if downside > 1e-12 else 0.0
+    return _finite_or_zero(bt_metrics.sortino_ratio(r, periods_per_year=periods_per_year))
 
 
 def max_drawdown(returns: np.ndarray) -> float:
-    """Largest peak-to-trough fall of the compounded equity curve, as a positive fraction."""
+    """Largest peak-to-trough fall of the compounded equity curve, as a fraction <= 0
+    (``[0.1, -0.5, 0.2]`` -> ``-0.5``), the backtest's convention."""
     r = np.asarray(returns, dtype=np.float64)
     if len(r) == 0:
         return 0.0
-    equity = np.concatenate([[1.0], np.cumprod(1.0 + r)])
-    peak = np.maximum.accumulate(equity)
-    return float(np.max(1.0 - equity / peak))
+    return _finite_or_zero(bt_metrics.max_drawdown(_equity(r)))
 
 
 def calmar_ratio(returns: np.ndarray, periods_per_year: float = 252.0) -> float:
-    """Annualised compounded return / max drawdown (0 when there is no drawdown)."""
+    """Compound annual growth / |max drawdown| (0 when there is no drawdown)."""
     r = np.asarray(returns, dtype=np.float64)
-    if len(r) == 0:
+    if len(r) == 0 or max_drawdown(r) > -1e-12:
         return 0.0
-    growth = float(np.prod(1.0 + r))
-    annual = growth ** (periods_per_year / len(r)) - 1.0 if growth > 0 else -1.0
-    mdd = max_drawdown(r)
-    return float(annual / mdd) if mdd > 1e-12 else 0.0
+    return _finite_or_zero(bt_metrics.calmar_ratio(_equity(r), periods_per_year))
 
 
 def financial_metrics(returns: np.ndarray, periods_per_year: float = 252.0) -> dict[str, float]:
