@@ -27,16 +27,21 @@ from torch import Tensor, nn
 _RESOLUTION = 1 << 16
 
 
+def _keep_threshold(p: float) -> int:
+    """Kept 16-bit values out of 65536; 0 or 65536 when ``p`` is within 2^-17 of 1 or 0."""
+    return round((1.0 - p) * _RESOLUTION)
+
+
 def fast_dropout_applies(x: Tensor, p: float) -> bool:
     """Whether :func:`fast_dropout` should replace ``F.dropout`` for this tensor."""
-    keep = round((1.0 - p) * _RESOLUTION)  # p within 2^-17 of 0 or 1: PyTorch's own dropout
+    keep = _keep_threshold(p)  # unrepresentable p: PyTorch's own dropout
     return 0 < keep < _RESOLUTION and x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
     """A CPU tensor of ``shape``: 0 with probability ~``p``, else ``1 / P(keep)``."""
     n = math.prod(shape)
-    keep = round((1.0 - p) * _RESOLUTION)
+    keep = _keep_threshold(p)
     if not 0 < keep < _RESOLUTION:
         raise ValueError(f"dropout probability {p} is too close to 0 or 1 for a 16-bit mask")
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
@@ -55,10 +60,16 @@ class FastDropout(nn.Dropout):
     eval behaviour, scriptable)."""
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Dropout's signature
-        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only
-            if self.training and fast_dropout_applies(input, self.p):
-                return fast_dropout(input, self.p)
+        if not torch.jit.is_scripting():  # TorchScript does not compile this block
+            return dropout(input, self.p, self.training, self.inplace)
         return F.dropout(input, self.p, self.training, self.inplace)
+
+
+def dropout(x: Tensor, p: float, training: bool, inplace: bool = False) -> Tensor:
+    """``F.dropout`` with :func:`fast_dropout` where it applies."""
+    if training and fast_dropout_applies(x, p):
+        return fast_dropout(x, p)
+    return F.dropout(x, p, training, inplace)
 
 
 def attention_fast_dropout_applies(attn: nn.MultiheadAttention, query: Tensor) -> bool:
@@ -112,6 +123,16 @@ def attention_with_fast_dropout(
     return out, weights.mean(dim=1) if need_weights else None
 
 
+def multihead_attention(
+    attn: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor, need_weights: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``attn(query, key, value, need_weights=...)``, through
+    :func:`attention_with_fast_dropout` where it applies."""
+    if attention_fast_dropout_applies(attn, query):
+        return attention_with_fast_dropout(attn, query, key, value, need_weights)
+    return attn(query, key, value, need_weights=need_weights)
+
+
 def lstm_fast_dropout_applies(lstm: nn.LSTM, x: Tensor) -> bool:
     """Whether :func:`lstm_with_fast_dropout` can stand in for ``lstm(x)``: training, CPU,
     stacked layers with inter-layer dropout, no projection."""
@@ -141,3 +162,10 @@ def lstm_with_fast_dropout(lstm: nn.LSTM, x: Tensor) -> Tensor:
         if layer < lstm.num_layers - 1:
             out = fast_dropout(out, lstm.dropout)
     return out
+
+
+def lstm_output(lstm: nn.LSTM, x: Tensor) -> Tensor:
+    """``lstm(x)[0]``, through :func:`lstm_with_fast_dropout` where it applies."""
+    if lstm_fast_dropout_applies(lstm, x):
+        return lstm_with_fast_dropout(lstm, x)
+    return lstm(x)[0]

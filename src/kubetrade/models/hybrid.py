@@ -20,13 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from kubetrade.errors import ConfigError
-from kubetrade.models.fast_dropout import (
-    FastDropout,
-    attention_fast_dropout_applies,
-    attention_with_fast_dropout,
-    lstm_fast_dropout_applies,
-    lstm_with_fast_dropout,
-)
+from kubetrade.models.fast_dropout import FastDropout, lstm_output, multihead_attention
 
 __all__ = [
     "CLASS_NAMES",
@@ -104,9 +98,8 @@ class CNNFeatureExtractor(nn.Module):
         self.out_dim = hidden_dim
 
     def _attend(self, seq: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
-        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only
-            if attention_fast_dropout_applies(self.attention, seq):
-                return attention_with_fast_dropout(self.attention, seq, seq, seq, need_weights)
+        if not torch.jit.is_scripting():  # TorchScript does not compile this block
+            return multihead_attention(self.attention, seq, seq, seq, need_weights)
         return self.attention(seq, seq, seq, need_weights=need_weights)
 
     def forward(self, x: Tensor, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
@@ -155,9 +148,8 @@ class LSTMTemporalProcessor(nn.Module):
         self.norm = nn.LayerNorm(self.out_dim) if layer_norm else nn.Identity()
 
     def _run_lstm(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only
-            if lstm_fast_dropout_applies(self.lstm, x):
-                return lstm_with_fast_dropout(self.lstm, x)
+        if not torch.jit.is_scripting():  # TorchScript does not compile this block
+            return lstm_output(self.lstm, x)
         return self.lstm(x)[0]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -213,9 +205,8 @@ class FeatureFusion(nn.Module):
         self, query: Tensor, memory: Tensor, need_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
         attn = self.cross_attention
-        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only
-            if attention_fast_dropout_applies(attn, query):
-                return attention_with_fast_dropout(attn, query, memory, memory, need_weights)
+        if not torch.jit.is_scripting():  # TorchScript does not compile this block
+            return multihead_attention(attn, query, memory, memory, need_weights)
         return attn(query, memory, memory, need_weights=need_weights)
 
     def forward(

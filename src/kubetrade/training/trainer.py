@@ -122,12 +122,13 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    # generator states must be CPU ByteTensors whatever map_location the snapshot was read with
-    torch.set_rng_state(state["torch"].cpu())
+    # ``state`` comes from a snapshot read on the CPU (see _load_snapshot): generator states
+    # must be CPU ByteTensors
+    torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        torch.cuda.set_rng_state_all(state["cuda"])
     keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate((3, tuple(state["python"]), None))
 
 
