@@ -40,15 +40,16 @@ SetOpt = Annotated[
 ]
 
 
-def _overrides(items: list[str] | None) -> dict[str, Any]:
+def _overrides(
+    items: list[str] | None, flag: str = "--set", example: str = "start_date=2010-01-01"
+) -> dict[str, Any]:
+    """``KEY=VALUE`` options as a dict (values parsed as YAML: numbers, lists, booleans)."""
     import yaml
 
     result: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise KubetradeError(
-                f"--set {item!r}: expected KEY=VALUE, e.g. --set start_date=2010-01-01"
-            )
+            raise KubetradeError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} {example}")
         key, value = item.split("=", 1)
         result[key.strip()] = yaml.safe_load(value)
     return result
@@ -250,6 +251,140 @@ def tune(
         return
     out.print(f"best {result.metric} = {result.best_value:.4g} with {result.best_params}")
     out.print(f"best config: {result.best_config_path}")
+
+
+@app.command()
+def train(
+    config: ConfigOpt = Path("config/pipeline.yaml"),
+    set_: SetOpt = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="window bundle .npz from a run's split step; default: build the "
+            "windows from the pipeline config's data (quality gate, features, split)"
+        ),
+    ] = None,  # fmt: skip
+    training_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="training YAML used as is; default: the pipeline config's "
+            "training_config plus its training_overrides (the short make-run model)"
+        ),
+    ] = None,  # fmt: skip
+    hparam: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="override a training config value, e.g. "
+            "--hparam training.learning_rate=0.0005 (repeatable)"
+        ),
+    ] = None,  # fmt: skip
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            help="processes: 1 trains in this process, N > 1 runs torchrun "
+            "--nproc_per_node=N (gloo on CPU, nccl on GPU); default "
+            "hardware.nproc_per_node"
+        ),
+    ] = None,  # fmt: skip
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="output folder (default <run_root>/train-<UTC time>); rerunning "
+            "with the same folder resumes from its snapshot"
+        ),
+    ] = None,  # fmt: skip
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register/--no-register",
+            help="add an MLflow model version (no champion "
+            "alias: promotion is the gated `kubetrade register`)",
+        ),
+    ] = False,  # fmt: skip
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-epoch lines")] = False,
+) -> None:
+    """Train, evaluate and export the hybrid CNN+LSTM model (no RL, no backtest).
+
+    Prints the best epoch, then test-split metrics next to the naive baselines.
+    Writes checkpoints, the HTML report, TorchScript + ONNX (parity-checked) and results.json.
+    Logs to MLflow: MLFLOW_TRACKING_URI, else <run_root>/mlflow.db (shared with `kubetrade run`).
+    """
+    import json
+    import time
+
+    from kubetrade.config import load_training_config
+    from kubetrade.errors import ConfigError
+    from kubetrade.pipeline.steps import load_run_config
+    from kubetrade.training.pipeline import TrainingPipeline, pipeline_data_loader
+    from kubetrade.training.tracking import resolve_tracking_uri
+
+    run = load_run_config(config, _overrides(set_))
+    pipe = run.pipeline
+    hparams = _overrides(hparam, flag="--hparam", example="training.learning_rate=0.0005")
+    if training_config is not None:
+        cfg = load_training_config(training_config, hparams or None)
+    else:
+        cfg = load_training_config(pipe.training_config, {**pipe.training_overrides, **hparams})
+    procs = cfg.hardware.nproc_per_node if nproc is None else nproc
+    if procs < 1:
+        raise ConfigError(f"--nproc {procs}: use 1 (one process) or more (torchrun)")
+    if cfg.training.batch_size % procs:
+        raise ConfigError(
+            f"--nproc {procs}: training.batch_size {cfg.training.batch_size} is the global batch "
+            f"and must be divisible by the number of processes; change one of them"
+        )
+    folder = run_dir or Path(pipe.run_root) / time.strftime("train-%Y%m%d-%H%M%S", time.gmtime())
+    pipeline = TrainingPipeline(
+        config=cfg,
+        run_dir=folder,
+        data_loader=pipeline_data_loader(pipe),
+        tracking_uri=resolve_tracking_uri(pipe.run_root),
+        register=register,
+        nproc_per_node=procs,
+        verbose=not quiet,
+    )
+    if bundle is not None:
+        from kubetrade.training.bundle import load_bundle
+
+        data = load_bundle(bundle)  # a missing or foreign file fails before anything is written
+        results = pipeline.train_on_bundle(data, tags={"bundle": str(bundle)})
+    else:
+        results = pipeline.train(pipe.symbols, pipe.start_date, pipe.end_date)
+    (folder / "results.json").write_text(
+        json.dumps({k: v for k, v in results.items() if k != "history"}, indent=1, default=str),
+        encoding="utf-8",
+    )
+    _print_training(results)
+
+
+def _print_training(results: dict[str, Any]) -> None:
+    metrics = results["metrics"]
+    table = Table(title="test split (never seen by training or model selection)")
+    for name in ("", "accuracy", "f1", "signal Sharpe"):
+        table.add_column(name, justify="left" if not name else "right")
+    rows = [("hybrid CNN+LSTM", metrics["test"])]
+    rows += [(name.replace("_", " "), m) for name, m in metrics["test_baselines"].items()]
+    for name, m in rows:
+        cells = [m.get("accuracy"), m.get("f1_score"), m.get("sharpe_ratio")]
+        table.add_row(name, *("" if v is None else f"{v:.3f}" for v in cells))
+    best = f"best epoch {results['best_epoch']} of {results['epochs_run']}: val_loss "
+    best += f"{results['best_val_loss']:.4f}"
+    if results["monitor"] != "val_loss":
+        best += f", {results['monitor']} {results['best_monitor_value']:.4f} (monitored)"
+    out.print(best)
+    out.print(table)
+    version = results.get("model_version")
+    out.print(
+        f"MLflow run {results['run_id']}"
+        + (f", model version {results['registered_model_name']} v{version}" if version else "")
+    )
+    for label, path in (
+        ("report", results["report_path"]),
+        ("TorchScript", results["export"]["torchscript_path"]),
+        ("ONNX", results["export"]["onnx_path"]),
+        ("results", Path(results["run_dir"]) / "results.json"),
+    ):
+        out.print(f"{label:12s}{path}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -28,7 +28,7 @@ from kubetrade.training.export import (
     verify_parity,
 )
 from kubetrade.training.interpretability import AttentionVisualizer, SHAPExplainer
-from kubetrade.training.pipeline import TrainingPipeline
+from kubetrade.training.pipeline import TrainingPipeline, pipeline_data_loader
 from kubetrade.training.tracking import MLflowEpochLogger, MlflowTracker
 from kubetrade.training.trainer import Trainer, TrainResult, build_model, fit
 
@@ -58,6 +58,7 @@ __all__ = [
     "load_bundle",
     "load_checkpoint",
     "model_from_checkpoint",
+    "pipeline_data_loader",
     "save_bundle",
     "synthetic_bundle",
     "verify_parity",

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kubetrade.config import TrainingConfig, flatten, load_training_config
+from kubetrade.config import PipelineConfig, TrainingConfig, flatten, load_training_config
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.models import HybridCNNLSTM
 from kubetrade.training.bundle import DatasetBundle, save_bundle
@@ -30,10 +30,44 @@ from kubetrade.training.export import export_model
 from kubetrade.training.tracking import DEFAULT_MODEL_NAME, MLflowEpochLogger, MlflowTracker
 from kubetrade.training.trainer import RESULT_NAME, TrainResult, fit
 
-__all__ = ["TrainingPipeline", "DataLoaderFn"]
+__all__ = ["TrainingPipeline", "DataLoaderFn", "pipeline_data_loader"]
 
 #: ``(symbols, start_date, end_date, config) -> DatasetBundle``
 DataLoaderFn = Callable[[list[str], str | None, str | None, TrainingConfig], DatasetBundle]
+
+
+def pipeline_data_loader(pipeline: PipelineConfig | None = None) -> DataLoaderFn:
+    """The pipeline's data path as a :data:`DataLoaderFn`: the configured source (default:
+    the embedded AAPL/GOOG/IBM/MSFT daily bars), the Great Expectations quality gate, the
+    causal features and the purged time split with ``config``'s windows — the bundle the
+    ``split`` step builds, without the Feast round trip (which returns the same table).
+
+    ``symbols``, ``start_date`` and ``end_date`` replace the pipeline config's; ``None``
+    dates mean the whole history. Raises ``DataSourceError`` (unknown symbol, empty range),
+    ``QualityGateError`` or ``SplitError`` before anything is written.
+    """
+    base = pipeline if pipeline is not None else PipelineConfig()
+
+    def load(
+        symbols: list[str], start_date: str | None, end_date: str | None, config: TrainingConfig
+    ) -> DatasetBundle:
+        from kubetrade.data.features import FeatureEngineer
+        from kubetrade.data.quality import DataQualityValidator, ensure_quality
+        from kubetrade.data.splits import prepare_datasets
+        from kubetrade.pipeline.steps import load_market_data
+
+        cfg = base.model_copy(
+            update={"symbols": list(symbols), "start_date": start_date, "end_date": end_date}
+        )
+        raw = load_market_data(cfg)
+        ensure_quality(raw, DataQualityValidator.from_config(cfg.quality))
+        features = FeatureEngineer().build_all(
+            raw, indicators=cfg.indicators, advanced=list(cfg.advanced_features)
+        )
+        # augmentation happens per batch in the trainer, as in the pipeline's split step
+        return prepare_datasets(features, config, augment_train=False)
+
+    return load
 
 
 class TrainingPipeline:
@@ -44,7 +78,9 @@ class TrainingPipeline:
         config_path: the guide's ``config/training.yaml`` (ignored when ``config`` is given).
         run_dir: run folder (default ``runs/<timestamp>``).
         config: an already-parsed config.
-        data_loader: builds the windows for :meth:`train` (see :data:`DataLoaderFn`).
+        data_loader: builds the windows for :meth:`train` (see :data:`DataLoaderFn`);
+            default :func:`pipeline_data_loader` (the embedded dataset, the pipeline's
+            quality gate, features and split).
         experiment_name: MLflow experiment.
         registered_model_name: MLflow registered model to add a version to.
         tracking_uri: MLflow URI (default: env, else SQLite in ``run_dir``).
@@ -75,7 +111,7 @@ class TrainingPipeline:
             )
         self.config_path = Path(config_path) if config is None and config_path else None
         self.run_dir = Path(run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-        self.data_loader = data_loader
+        self.data_loader = data_loader if data_loader is not None else pipeline_data_loader()
         self.experiment_name = experiment_name
         self.registered_model_name = registered_model_name
         self.tracking_uri = tracking_uri
@@ -86,11 +122,9 @@ class TrainingPipeline:
     def train(
         self, symbols: list[str], start_date: str | None = None, end_date: str | None = None
     ) -> dict[str, Any]:
-        """Load windows for ``symbols`` in the date range, then :meth:`train_on_bundle`."""
-        if self.data_loader is None:
-            raise TrainingError(
-                "TrainingPipeline has no data_loader: pass data_loader=... or call train_on_bundle(bundle)"
-            )
+        """Load windows for ``symbols`` in the date range (inclusive ``YYYY-MM-DD``; ``None``:
+        the whole history) with the data loader, then :meth:`train_on_bundle`. Data errors
+        are raised before the run folder or an MLflow run is created."""
         bundle = self.data_loader(list(symbols), start_date, end_date, self.config)
         return self.train_on_bundle(
             bundle,
