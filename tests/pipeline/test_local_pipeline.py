@@ -89,7 +89,8 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     export = json.loads(
         (Path(tasks["export"]["artifacts"]["exported"]) / "model_uri.json").read_text()
     )
-    assert set(export["sha256"]) == {"torchscript", "onnx"}
+    assert set(export["sha256"]) == {"torchscript", "onnx", "onnx_serving"}
+    assert Path(export["files"]["onnx_serving"]).name == "model_serving.onnx"
     backtest = tasks["backtest"]["metrics"]
     assert {"hybrid_cnn_lstm_sharpe_ratio", "rl_ensemble_sharpe_ratio",
             "buy_and_hold_total_return"} <= set(backtest)  # fmt: skip
@@ -102,6 +103,7 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
         assert len(versions) == 1
         champion = client.get_model_version_by_alias("kubetrade-hybrid", "champion")
         assert champion.tags["sha256_onnx"] == export["sha256"]["onnx"]
+        assert champion.tags["sha256_onnx_serving"] == export["sha256"]["onnx_serving"]
         rl = client.get_model_version_by_alias("kubetrade-rl-ensemble", "champion")
         assert rl.version == "1" and rl.tags["git_commit"]
     else:
@@ -203,3 +205,42 @@ def test_committed_compiled_pipeline_is_current(tmp_path, committed, flags):
         spec[0]["root"]["inputDefinitions"]["parameters"]["run_config"]["defaultValue"]
     )
     assert run_config["pipeline"]["backend"] == ("local" if "--gpu" in flags else "kubeflow")
+
+
+def test_kfp_logger_race_cannot_leak_a_handler_bound_to_the_run_tee():
+    """kfp.local's local_logger_context, entered by two overlapping ParallelFor threads
+    (A in, B in, A out, B out), leaves A's handler -- bound to sys.stdout, i.e. the run's
+    tee -- on the root logger at INFO. run_local's guard puts the root logger back."""
+    import contextlib
+    import io
+    import logging
+
+    from kfp.local import logging_utils
+
+    from kubetrade.pipeline.runner import _root_logger_restored
+
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level)
+
+    def overlapping_tasks() -> None:
+        a, b = logging_utils.local_logger_context(), logging_utils.local_logger_context()
+        with contextlib.redirect_stdout(tee):
+            a.__enter__()
+            b.__enter__()
+            a.__exit__(None, None, None)
+            b.__exit__(None, None, None)
+
+    tee = io.StringIO()
+    try:
+        overlapping_tasks()  # unguarded: the race's outcome, to show the guard is needed
+        leaked = [h for h in root.handlers if getattr(h, "stream", None) is tee]
+        assert leaked and root.level == logging.INFO
+    finally:
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+
+    tee = io.StringIO()
+    with _root_logger_restored():
+        overlapping_tasks()
+    assert (root.handlers, root.level) == before
+    assert not any(getattr(h, "stream", None) is tee for h in root.handlers)

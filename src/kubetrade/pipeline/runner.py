@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,7 +155,7 @@ def run_local(
     start = time.perf_counter()
     tee = _ProgressTee(run_dir / "pipeline.log", sys.stderr, verbose)
     try:
-        with contextlib.redirect_stdout(tee), warnings.catch_warnings():
+        with _root_logger_restored(), contextlib.redirect_stdout(tee), warnings.catch_warnings():
             # expected here: display names and our base image are no-ops locally
             warnings.filterwarnings("ignore", module=r"kfp\.local.*")
             training_pipeline(run_config=run.to_json(), agent_types=run.agent_types())
@@ -172,6 +174,26 @@ def run_local(
 
 
 PID_FILE = ".kubetrade.pid"
+
+
+@contextlib.contextmanager
+def _root_logger_restored() -> Iterator[None]:
+    """Put the root logger's handlers and level back as they were on exit.
+
+    kfp.local's ``local_logger_context`` swaps the root logger's handlers for one bound to
+    ``sys.stdout`` (here: the run's tee) and restores them afterwards, but ParallelFor tasks
+    run it from worker threads without a lock: two overlapping tasks can restore each other's
+    handler, leaving one bound to the tee (closed after the run) and the level at INFO. The
+    next INFO record in the same process (e.g. Great Expectations in a second ``run_local``)
+    then printed a "Logging error" traceback.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _alive(pid: int) -> bool:
