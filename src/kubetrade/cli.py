@@ -382,9 +382,10 @@ def _print_training(results: dict[str, Any]) -> None:
         ("report", results["report_path"]),
         ("TorchScript", results["export"]["torchscript_path"]),
         ("ONNX", results["export"]["onnx_path"]),
+        ("ONNX serving", results["export"]["onnx_serving_path"]),
         ("results", Path(results["run_dir"]) / "results.json"),
     ):
-        out.print(f"{label:12s}{path}", highlight=False, soft_wrap=True)
+        out.print(f"{label:13s}{path}", highlight=False, soft_wrap=True)
 
 
 @app.command()

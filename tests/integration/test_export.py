@@ -12,7 +12,13 @@ import torch
 from kubetrade.data.sources import load_embedded
 from kubetrade.errors import ExportError
 from kubetrade.models import HybridCNNLSTM
-from kubetrade.training.export import export_model, onnx_session, verify_parity
+from kubetrade.training.export import (
+    ServingWrapper,
+    export_model,
+    export_onnx_serving,
+    onnx_session,
+    verify_parity,
+)
 
 torch.set_num_threads(1)
 
@@ -57,7 +63,8 @@ def test_torchscript_and_onnx_match_eager(
 ) -> None:
     result = export_model(model, tmp_path, real_windows)
     assert result.n_windows == 300 and result.onnx_exporter in ("torchscript", "dynamo")
-    for fmt in ("torchscript", "onnx"):
+    assert result.onnx_serving_path == str(tmp_path / "model_serving.onnx")
+    for fmt in ("torchscript", "onnx", "onnx_serving"):
         for output in ("classification", "regression"):
             assert result.max_abs_diff[fmt][output] <= 1e-4
     graph = onnx.load(result.onnx_path)
@@ -65,16 +72,18 @@ def test_torchscript_and_onnx_match_eager(
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     # dynamic batch: batch 1 and an odd batch both run and agree with eager
     session = onnx_session(result.onnx_path)
+    serving = onnx_session(result.onnx_serving_path)
     scripted = torch.jit.load(result.torchscript_path)
     for batch in (1, 37):
         x = real_windows[:batch]
         with torch.no_grad():
             logits, regression = model.export_forward(torch.from_numpy(x))
             ts_logits, ts_regression = scripted(torch.from_numpy(x))
-        ort_logits, ort_regression = session.run(None, {"input": x})
-        assert ort_logits.shape == (batch, 3) and ort_regression.shape == (batch,)
-        np.testing.assert_allclose(ort_logits, logits.numpy(), atol=1e-4)
-        np.testing.assert_allclose(ort_regression, regression.numpy(), atol=1e-4)
+        for graph in (session, serving):
+            ort_logits, ort_regression = graph.run(None, {"input": x})
+            assert ort_logits.shape == (batch, 3) and ort_regression.shape == (batch,)
+            np.testing.assert_allclose(ort_logits, logits.numpy(), atol=1e-4)
+            np.testing.assert_allclose(ort_regression, regression.numpy(), atol=1e-4)
         torch.testing.assert_close(ts_logits, logits, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ts_regression, regression, atol=1e-5, rtol=1e-5)
     # the exporters must not leave the caller's model in training mode
@@ -113,3 +122,50 @@ def test_dynamo_exporter_fallback_keeps_dynamic_batch(
     result = export_model(model, tmp_path, real_windows[:150])
     assert result.onnx_exporter == "dynamo"
     assert max(result.max_abs_diff["onnx"].values()) <= 1e-4
+    assert max(result.max_abs_diff["onnx_serving"].values()) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"layer_norm": False},
+        {"pooling": "last"},
+        {"bidirectional": False, "lstm_num_layers": 3},
+        {"filter_sizes": (4, 6), "batch_norm": False},
+        {"cnn_hidden_dim": 18, "filter_sizes": (3, 5, 7, 11), "cnn_num_heads": 3},
+    ],
+    ids=["no_layer_norm", "last_pooling", "unidirectional_3_layers", "even_kernels", "uneven"],
+)
+def test_serving_graph_matches_eager_across_configs(
+    tmp_path: Path, real_windows: np.ndarray, options: dict[str, object]
+) -> None:
+    """The serving graph folds convolutions, BatchNorm and projections: check the algebra for
+    the model options that change it, at batch 128 and a remainder (dynamic batch)."""
+    torch.manual_seed(1)
+    kwargs: dict[str, object] = {"cnn_hidden_dim": 16, "filter_sizes": (2, 3, 5),
+                                 "cnn_num_heads": 2, "lstm_hidden_dim": 8, "fusion_dim": 16,
+                                 "fusion_num_heads": 2, "batch_norm": True, **options}  # fmt: skip
+    net = HybridCNNLSTM(5, **kwargs)  # type: ignore[arg-type]
+    flat = torch.from_numpy(real_windows).reshape(-1, 5)
+    net.set_normalization(flat.mean(0), flat.std(0), target_scale=0.02)
+    with torch.no_grad():  # non-trivial BatchNorm running statistics where present
+        net.train()
+        net(torch.from_numpy(real_windows[:100]))
+    net.eval()
+    path, diffs = export_onnx_serving(net, tmp_path / "serving.onnx", real_windows[:150])
+    assert path.is_file() and max(diffs.values()) <= 1e-4
+
+
+def test_serving_graph_parity_failure_is_loud(
+    tmp_path: Path, model: HybridCNNLSTM, real_windows: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong fold (here: a shifted logit) stops export_model with the measured difference."""
+    forward = ServingWrapper.forward
+
+    def off_by_half(self: ServingWrapper, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, regression = forward(self, x)
+        return logits + 0.5, regression
+
+    monkeypatch.setattr(ServingWrapper, "forward", off_by_half)
+    with pytest.raises(ExportError, match=r"onnx_serving export is not numerically equal.*0\.5"):
+        export_model(model, tmp_path, real_windows[:16])

@@ -78,7 +78,7 @@ def test_train_one_process_prints_baselines_and_resumes(
     assert results["epochs_run"] == 2 and results["best_epoch"] in (1, 2)
     assert 0.0 <= results["metrics"]["test"]["accuracy"] <= 1.0
     assert {"majority_class", "logistic_regression"} <= set(results["metrics"]["test_baselines"])
-    for key in ("torchscript_path", "onnx_path"):
+    for key in ("torchscript_path", "onnx_path", "onnx_serving_path"):
         assert Path(results["export"][key]).is_file()
     assert results["model_version"] is None  # --register is opt-in
 

@@ -535,8 +535,8 @@ def evaluate_step(
 def export_step(
     run: RunConfig, bundle_path: str | Path, model_dir: str | Path, export_dir: str | Path
 ) -> dict[str, Any]:
-    """TorchScript + ONNX export with a parity gate (max |diff| <= 1e-4 on real test
-    windows); only then is the model logged and the MLflow run finished."""
+    """TorchScript + ONNX (+ the ONNX serving graph) export with a parity gate (max |diff|
+    <= 1e-4 on real test windows); only then is the model logged and the MLflow run finished."""
     from kubetrade.data.splits import load_bundle
     from kubetrade.training.export import export_model
 
@@ -561,15 +561,15 @@ def export_step(
     tracker.client.set_terminated(info["run_id"], status="FINISHED")
     from kubetrade.registry import sha256_file
 
+    files = {"torchscript": exported.torchscript_path, "onnx": exported.onnx_path}
+    if exported.onnx_serving_path is not None:
+        files["onnx_serving"] = exported.onnx_serving_path
     _write_json(
         {
             "model_uri": model_uri,
             "run_id": info["run_id"],
-            "sha256": {
-                "torchscript": sha256_file(exported.torchscript_path),
-                "onnx": sha256_file(exported.onnx_path),
-            },
-            "files": {"torchscript": exported.torchscript_path, "onnx": exported.onnx_path},
+            "sha256": {key: sha256_file(path) for key, path in files.items()},
+            "files": files,
         },
         Path(export_dir) / "model_uri.json",
     )

@@ -3,8 +3,9 @@
 ``export_step`` writes ``<export_dir>/model_uri.json``::
 
     {"model_uri": "models:/m-...", "run_id": "...",
-     "sha256": {"torchscript": "...", "onnx": "..."},
-     "files": {"torchscript": "/path/model.pt", "onnx": "/path/model.onnx"}}
+     "sha256": {"torchscript": "...", "onnx": "...", "onnx_serving": "..."},
+     "files": {"torchscript": "/path/model.pt", "onnx": "/path/model.onnx",
+               "onnx_serving": "/path/model_serving.onnx"}}
 
 :func:`register_export` checks the files against those hashes, then registers the
 logged MLflow model through :func:`~kubetrade.registry.champion.register_challenger`.
