@@ -263,21 +263,21 @@ def train(
             help="window bundle .npz from a run's split step; default: build the "
             "windows from the pipeline config's data (quality gate, features, split)"
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     training_config: Annotated[
         Path | None,
         typer.Option(
             help="training YAML used as is; default: the pipeline config's "
             "training_config plus its training_overrides (the short make-run model)"
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     hparam: Annotated[
         list[str] | None,
         typer.Option(
             help="override a training config value, e.g. "
             "--hparam training.learning_rate=0.0005 (repeatable)"
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     nproc: Annotated[
         int | None,
         typer.Option(
@@ -285,14 +285,14 @@ def train(
             "--nproc_per_node=N (gloo on CPU, nccl on GPU); default "
             "hardware.nproc_per_node"
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
             help="output folder (default <run_root>/train-<UTC time>); rerunning "
             "with the same folder resumes from its snapshot"
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     register: Annotated[
         bool,
         typer.Option(
@@ -300,7 +300,7 @@ def train(
             help="add an MLflow model version (no champion "
             "alias: promotion is the gated `kubetrade register`)",
         ),
-    ] = False,  # fmt: skip
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-epoch lines")] = False,
 ) -> None:
     """Train, evaluate and export the hybrid CNN+LSTM model (no RL, no backtest).
