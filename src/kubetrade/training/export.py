@@ -146,7 +146,9 @@ def _export_onnx_module(
                 )
                 exporter = "dynamo"
             except Exception as exc:
-                raise ExportError(f"ONNX export failed with both exporters: {exc}") from exc
+                raise ExportError(
+                    f"ONNX export of {path.name} failed with both exporters: {exc}"
+                ) from exc
     import onnx
 
     onnx.checker.check_model(str(path))
