@@ -297,8 +297,8 @@ def train(
         bool,
         typer.Option(
             "--register/--no-register",
-            help="add an MLflow model version (no champion "
-            "alias: promotion is the gated `kubetrade register`)",
+            help="add an MLflow model version without aliases; for the champion gate run "
+            "`kubetrade register --export-dir RUN/export --results RUN/metrics.json` instead",
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-epoch lines")] = False,

@@ -90,6 +90,16 @@ def test_train_one_process_prints_baselines_and_resumes(
     assert run.data.params["model.cnn.hidden_dim"] == "8"
     assert client.search_registered_models() == []
 
+    # the run folder is what the gated `kubetrade register` reads: first version -> champion
+    uri = f"sqlite:///{setup['root'].resolve() / 'mlflow.db'}"
+    assert main(["register", "--export-dir", str(run_dir / "export"), "--results",
+                 str(run_dir / "metrics.json"), "--tracking-uri", uri]) == 0  # fmt: skip
+    promotion = json.loads(capsys.readouterr().out)
+    assert promotion["promoted"] is True
+    champion = client.get_model_version_by_alias("kubetrade-hybrid", "champion")
+    assert champion.run_id == results["run_id"]
+    assert champion.tags["sha256_onnx_serving"]
+
     # the same folder again: resumes from the finished snapshot, trains no further epoch
     before = model_from_checkpoint(results["final_model_path"]).state_dict()
     assert _train(setup, *args) == 0

@@ -559,20 +559,9 @@ def export_step(
     tracker.log_artifact(info["final_model_path"], "checkpoints")
     model_uri = tracker.log_model(model, name="model")
     tracker.client.set_terminated(info["run_id"], status="FINISHED")
-    from kubetrade.registry import sha256_file
+    from kubetrade.registry import write_export_info
 
-    files = {"torchscript": exported.torchscript_path, "onnx": exported.onnx_path}
-    if exported.onnx_serving_path is not None:
-        files["onnx_serving"] = exported.onnx_serving_path
-    _write_json(
-        {
-            "model_uri": model_uri,
-            "run_id": info["run_id"],
-            "sha256": {key: sha256_file(path) for key, path in files.items()},
-            "files": files,
-        },
-        Path(export_dir) / "model_uri.json",
-    )
+    write_export_info(export_dir, model_uri, info["run_id"], exported.files())
     return {**diffs, "parity_windows": exported.n_windows}
 
 

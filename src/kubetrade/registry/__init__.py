@@ -18,7 +18,12 @@ from kubetrade.registry.champion import (
     sha256_file,
     verify_sha256,
 )
-from kubetrade.registry.hybrid import read_export_info, read_oos_metric, register_export
+from kubetrade.registry.hybrid import (
+    read_export_info,
+    read_oos_metric,
+    register_export,
+    write_export_info,
+)
 
 __all__ = [
     "Promotion",
@@ -31,6 +36,7 @@ __all__ = [
     "read_oos_metric",
     "register_challenger",
     "register_export",
+    "write_export_info",
     "register_rl_ensemble",
     "sha256_file",
     "verify_sha256",

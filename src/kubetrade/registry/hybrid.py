@@ -19,11 +19,41 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kubetrade.errors import RegistryError
-from kubetrade.registry.champion import Promotion, git_commit, register_challenger, verify_sha256
+from kubetrade.registry.champion import (
+    Promotion,
+    git_commit,
+    register_challenger,
+    sha256_file,
+    verify_sha256,
+)
 
-__all__ = ["DEFAULT_HYBRID_NAME", "read_export_info", "read_oos_metric", "register_export"]
+__all__ = [
+    "DEFAULT_HYBRID_NAME",
+    "read_export_info",
+    "read_oos_metric",
+    "register_export",
+    "write_export_info",
+]
 
 DEFAULT_HYBRID_NAME = "kubetrade-hybrid"
+
+
+def write_export_info(
+    export_dir: str | Path, model_uri: str, run_id: str, files: Mapping[str, str | Path]
+) -> Path:
+    """Write ``<export_dir>/model_uri.json`` (the logged model, its run and the SHA-256 of
+    each exported file) atomically; :func:`register_export` reads it."""
+    path = Path(export_dir) / "model_uri.json"
+    info = {
+        "model_uri": model_uri,
+        "run_id": run_id,
+        "sha256": {key: sha256_file(file) for key, file in files.items()},
+        "files": {key: str(file) for key, file in files.items()},
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def read_export_info(export_dir: str | Path) -> dict[str, Any]:

@@ -62,6 +62,13 @@ class ExportResult:
     #: the latency-oriented graph (:func:`export_onnx_serving`), when exported
     onnx_serving_path: str | None = None
 
+    def files(self) -> dict[str, str]:
+        """Exported files by format: ``torchscript``, ``onnx`` and ``onnx_serving``."""
+        files = {"torchscript": self.torchscript_path, "onnx": self.onnx_path}
+        if self.onnx_serving_path is not None:
+            files["onnx_serving"] = self.onnx_serving_path
+        return files
+
 
 def _cpu_eval_copy(model: HybridCNNLSTM) -> HybridCNNLSTM:
     # exporters flip train/eval on the module they get; never touch the caller's model

@@ -236,7 +236,8 @@ class TrainingPipeline:
         )
 
         # parity gate: an ExportError ends the run as FAILED before anything is registered
-        exported = export_model(model, self.run_dir / "export", bundle.test)
+        exported_dir = self.run_dir / "export"
+        exported = export_model(model, exported_dir, bundle.test)
         tracker.log_metrics(
             {
                 f"parity_{fmt}_{out}": diff
@@ -244,10 +245,15 @@ class TrainingPipeline:
                 for out, diff in outs.items()
             }
         )
-        tracker.log_artifact(self.run_dir / "export", "export")
+        tracker.log_artifact(exported_dir, "export")
         if result.checkpoint_path:
             tracker.log_artifact(result.checkpoint_path, "checkpoints")
         model_uri = tracker.log_model(model, name="model")
+        # what `kubetrade register --export-dir <run>/export --results <run>/metrics.json`
+        # reads to register this model through the champion gate later
+        from kubetrade.registry import write_export_info
+
+        write_export_info(exported_dir, model_uri, str(tracker.run_id), exported.files())
         version = None
         if self.register:
             version = tracker.register(
