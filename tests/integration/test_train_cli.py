@@ -18,6 +18,7 @@ import yaml
 
 from kubetrade.cli import main
 from kubetrade.config import TrainingConfig
+from kubetrade.errors import ConfigError, DataSourceError
 from kubetrade.training import (
     TrainingPipeline,
     model_from_checkpoint,
@@ -183,3 +184,24 @@ def test_default_loader_matches_the_split_step_and_trains(tmp_path: Path) -> Non
     results = pipeline.train(["AAPL", "IBM"], "2010-01-01", "2013-03-01")
     assert results["run_id"] and results["best_epoch"] in (1, 2)
     assert results["metrics"]["test"]["accuracy"] > 0
+
+
+@pytest.mark.parametrize(
+    ("symbols", "start", "end", "error", "message"),
+    [
+        (["AAPL"], "yesterday-ish", None, ConfigError, "is not a date"),
+        (["AAPL"], "2013-01-01", "2012-01-01", ConfigError, "is after end_date"),
+        ([], None, None, ConfigError, "at least 1 item"),
+        (["TSLA"], None, None, DataSourceError, "unknown symbol(s) ['TSLA']"),
+    ],
+)
+def test_default_loader_rejects_a_bad_selection_before_writing(
+    tmp_path: Path, symbols: list[str], start: str | None, end: str | None,
+    error: type[Exception], message: str,
+) -> None:  # fmt: skip
+    pipeline = TrainingPipeline(config=TrainingConfig.model_validate(TINY),
+                                run_dir=tmp_path / "run", verbose=False)  # fmt: skip
+    with pytest.raises(error) as info:
+        pipeline.train(symbols, start, end)
+    assert message in str(info.value)
+    assert not (tmp_path / "run").exists()

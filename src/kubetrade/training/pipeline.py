@@ -43,22 +43,24 @@ def pipeline_data_loader(pipeline: PipelineConfig | None = None) -> DataLoaderFn
     ``split`` step builds, without the Feast round trip (which returns the same table).
 
     ``symbols``, ``start_date`` and ``end_date`` replace the pipeline config's; ``None``
-    dates mean the whole history. Raises ``DataSourceError`` (unknown symbol, empty range),
-    ``QualityGateError`` or ``SplitError`` before anything is written.
+    dates mean the whole history. Raises ``ConfigError`` (not a date, start after end, no
+    symbols), ``DataSourceError`` (unknown symbol, empty range), ``QualityGateError`` or
+    ``SplitError`` before anything is written.
     """
     base = pipeline if pipeline is not None else PipelineConfig()
 
     def load(
         symbols: list[str], start_date: str | None, end_date: str | None, config: TrainingConfig
     ) -> DatasetBundle:
+        from kubetrade.config import load_yaml_model
         from kubetrade.data.features import FeatureEngineer
         from kubetrade.data.quality import DataQualityValidator, ensure_quality
         from kubetrade.data.splits import prepare_datasets
         from kubetrade.pipeline.steps import load_market_data
 
-        cfg = base.model_copy(
-            update={"symbols": list(symbols), "start_date": start_date, "end_date": end_date}
-        )
+        # validated like a config file: a bad date or an empty symbol list is a ConfigError
+        selection = {"symbols": list(symbols), "start_date": start_date, "end_date": end_date}
+        cfg = load_yaml_model(PipelineConfig, data={**base.model_dump(mode="json"), **selection})
         raw = load_market_data(cfg)
         ensure_quality(raw, DataQualityValidator.from_config(cfg.quality))
         features = FeatureEngineer().build_all(
