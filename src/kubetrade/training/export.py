@@ -338,13 +338,17 @@ def export_onnx_serving(
         ExportError: export failed or a difference exceeds ``tolerance``.
     """
     data = _as_array(windows)
-    path, _ = _export_onnx_module(
-        ServingWrapper(model).eval(), path, torch.from_numpy(data[:1]), opset
-    )
+    path = _export_serving(model, path, torch.from_numpy(data[:1]), opset)
     diffs = verify_parity(
         model, data, onnx_serving_path=path, tolerance=tolerance, max_windows=max_windows
     )
     return path, diffs["onnx_serving"]
+
+
+def _export_serving(
+    model: HybridCNNLSTM, path: str | Path, example: torch.Tensor, opset: int
+) -> Path:
+    return _export_onnx_module(ServingWrapper(model).eval(), path, example, opset)[0]
 
 
 def _as_array(windows: Any) -> np.ndarray:
@@ -390,12 +394,14 @@ def verify_parity(
         if path is not None:
             session = onnx_session(path)
             runners[name] = partial(_run_session, session)
-    with torch.no_grad():
+    chunks = [data[start : start + batch_size] for start in range(0, len(data), batch_size)]
+    with torch.no_grad():  # eager outputs once, shared by every exported file
+        references = [
+            [t.numpy() for t in eager.export_forward(torch.from_numpy(chunk))] for chunk in chunks
+        ]
         for name, run in runners.items():
             worst = {key: 0.0 for key in OUTPUT_NAMES}
-            for start in range(0, len(data), batch_size):
-                chunk = data[start : start + batch_size]
-                reference = [t.numpy() for t in eager.export_forward(torch.from_numpy(chunk))]
+            for chunk, reference in zip(chunks, references, strict=True):
                 for key, got, want in zip(OUTPUT_NAMES, run(chunk), reference, strict=True):
                     got = np.asarray(got)
                     if got.shape != want.shape:
@@ -434,11 +440,9 @@ def export_model(
     example = torch.from_numpy(data[:1])  # batch 1: the legacy LSTM export is safest so
     ts_path = export_torchscript(model, out / "model.pt", example)
     onnx_path, exporter = _export_onnx(model, out / "model.onnx", example, opset)
-    serving_path = None
-    if serving:
-        serving_path, _ = _export_onnx_module(
-            ServingWrapper(model).eval(), out / "model_serving.onnx", example, opset
-        )
+    serving_path = (
+        _export_serving(model, out / "model_serving.onnx", example, opset) if serving else None
+    )
     diffs = verify_parity(model, data, ts_path, onnx_path, tolerance, max_windows,
                           onnx_serving_path=serving_path)  # fmt: skip
     return ExportResult(
