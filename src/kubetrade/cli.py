@@ -210,7 +210,13 @@ def compile_(
 
 @app.command()
 def tune(
-    bundle: Annotated[Path, typer.Option(help="window bundle .npz written by the split step")],
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            help="window bundle .npz written by the split step; katib: its path on the data "
+            "volume as trial pods see it (relative paths are under the volume's mount)"
+        ),
+    ],
     search_space: Annotated[Path, typer.Option(help="search space YAML")] = Path(
         "config/search_space.yaml"
     ),
@@ -220,8 +226,22 @@ def tune(
     num_trials: Annotated[int | None, typer.Option(help="override the spec's num_trials")] = None,
     max_concurrent: Annotated[int | None, typer.Option(help="parallel trials")] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="katib: print the Experiment YAML")
+        bool, typer.Option("--dry-run", help="katib: print the Experiment YAML to stdout")
     ] = False,
+    cluster_profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="katib: cluster profile YAML of the trial pods (image, data volume, service "
+            "account, resources); default $KUBETRADE_CLUSTER_PROFILE, else the overlay's "
+            "ConfigMap kubetrade-cluster-profile (--dry-run: the profile defaults)"
+        ),
+    ] = None,
+    katib_version: Annotated[
+        str, typer.Option(help="katib: target Katib (v0.17.0, v0.18.0, v0.19.0)")
+    ] = "v0.18.0",
+    namespace: Annotated[
+        str | None, typer.Option(help="katib: namespace (default: the profile's, else current)")
+    ] = None,
 ) -> None:
     """Tune hyperparameters on validation metrics only (the test split is dropped first).
 
@@ -237,20 +257,64 @@ def tune(
     cfg = load_run_config(config)
     katib = None
     if backend == "katib":
-        from kubetrade.components.images import TRAINER_IMAGE
-        from kubetrade.tuning.katib_backend import KatibOptions
-
-        katib = KatibOptions(image=TRAINER_IMAGE)
+        katib = _katib_options(bundle, cluster_profile, katib_version, namespace, dry_run)
     result = run_tune(
         cfg.pipeline.training_config, search_space, bundle=str(bundle), run_dir=run_dir,
         overrides=cfg.pipeline.training_overrides, backend=backend,  # type: ignore[arg-type]
         num_trials=num_trials, max_concurrent_trials=max_concurrent, dry_run=dry_run, katib=katib,
     )  # fmt: skip
     if isinstance(result, KatibDryRun):
-        out.print(result.yaml, highlight=False)
+        # Plain bytes on stdout: Rich would wrap long lines at the terminal width.
+        sys.stdout.write(result.yaml)
+        sys.stdout.flush()
         return
     out.print(f"best {result.metric} = {result.best_value:.4g} with {result.best_params}")
     out.print(f"best config: {result.best_config_path}")
+
+
+def _katib_options(
+    bundle: Path, profile_path: Path | None, katib_version: str, namespace: str | None, dry: bool
+) -> Any:
+    """KatibOptions for ``kubetrade tune --backend katib`` (ConfigError on a bad choice)."""
+    import os
+    import posixpath
+
+    from kubetrade.components.images import TRAINER_IMAGE
+    from kubetrade.errors import ConfigError
+    from kubetrade.k8s import ClusterTrainingProfile, load_cluster_profile
+    from kubetrade.k8s.versions import check_katib_version
+    from kubetrade.tuning.katib_backend import KatibOptions
+
+    version = check_katib_version(katib_version)
+    path = profile_path or os.environ.get("KUBETRADE_CLUSTER_PROFILE")
+    if path:
+        profile = load_cluster_profile(path)
+    elif dry:
+        profile = ClusterTrainingProfile(image=TRAINER_IMAGE)
+    else:
+        from kubetrade.pipeline.cluster import resolve_profile
+
+        profile = resolve_profile()
+    if not profile.pvc_name:
+        raise ConfigError(
+            "katib: the cluster profile has no pvc_name; trial pods read the bundle and write "
+            "their results on the shared data volume"
+        )
+    mount = profile.data_mount_path.rstrip("/") or "/"
+    text = bundle.as_posix()
+    on_volume = posixpath.normpath(text if text.startswith("/") else f"{mount}/{text}")
+    if not on_volume.startswith(mount + "/"):
+        raise ConfigError(
+            f"--bundle {text}: trial pods mount the data volume at {mount}; give the bundle's "
+            f"path there (e.g. {mount}/runs/<run>/bundle.npz) or relative to it"
+        )
+    return KatibOptions(
+        profile=profile,
+        namespace=namespace,
+        bundle_path=on_volume,
+        output_root=f"{mount}/tuning",
+        katib_version=version,
+    )
 
 
 @app.command()

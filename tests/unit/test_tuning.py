@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +275,8 @@ def test_pruner_settings_map_to_optuna() -> None:
 def _trial_args(experiment: dict[str, Any]) -> list[str]:
     spec = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]
     container = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-    return list(container["args"])
+    assert container["command"] == ["sh", "-c"]  # one shell-quoted line (issue #13, defect 12)
+    return shlex.split(container["args"][0])
 
 
 def _hparams(args: list[str], values: dict[str, str]) -> dict[str, Any]:
@@ -292,11 +294,11 @@ def test_katib_experiment_comes_from_the_same_search_space() -> None:
     spec = TuningSpec.from_yaml(SPACE_FILE)
     experiment = build_tuning_experiment(
         spec,
-        KatibOptions(image=IMAGE),
+        KatibOptions(image=IMAGE, run_id="r1"),
         name="hybrid_model_v2",
         base_overrides={"training.max_train_windows": 5000},
     )
-    assert experiment["metadata"]["name"] == "hybrid-model-v2"
+    assert experiment["metadata"]["name"] == "hybrid-model-v2-r1"
     katib = experiment["spec"]
     assert [p["name"] for p in katib["parameters"]] == spec.space.names
     assert katib["parameters"][0]["feasibleSpace"] == {
@@ -338,7 +340,7 @@ def test_katib_experiment_comes_from_the_same_search_space() -> None:
 def test_katib_dry_run_writes_the_yaml(tmp_path: Path) -> None:
     profile = ClusterTrainingProfile(image=IMAGE, namespace="team-a", gpus_per_worker=1)
     pipeline = AdvancedTrainingPipeline(
-        experiment_name="Hybrid Model V2", run_dir=tmp_path, katib=KatibOptions(profile=profile)
+        experiment_name="Hybrid Model V2", run_dir=tmp_path, katib=KatibOptions(profile=profile, run_id="r1")
     )
     dry = pipeline.optimize_hyperparameters(
         SPACE_FILE, num_trials=8, max_concurrent_trials=2, backend="katib", dry_run=True
@@ -348,7 +350,7 @@ def test_katib_dry_run_writes_the_yaml(tmp_path: Path) -> None:
     loaded = yaml.safe_load(dry.path.read_text())
     assert loaded == dry.experiment == yaml.safe_load(dry.yaml)
     assert loaded["metadata"] == {
-        "name": "hybrid-model-v2",
+        "name": "hybrid-model-v2-r1",
         "namespace": "team-a",
         "labels": {"app.kubernetes.io/part-of": "kubetrade"},
     }
