@@ -185,6 +185,14 @@ def compile_(
             "--gpu", help="backend local only: put train/tune on GPU nodes (1 nvidia.com/gpu)"
         ),
     ] = False,
+    kfp_version: Annotated[
+        str,
+        typer.Option(
+            help="target KFP backend: emit only the kubernetes fields it understands "
+            "(2.2.0/2.3.0 = Kubeflow 1.9, 2.4.1/2.5.0 = Kubeflow 1.10, 2.16.1 = kind); the "
+            "default, the oldest, runs on all of them"
+        ),
+    ] = "2.2.0",
 ) -> None:
     """Compile the pipeline to KFP YAML (the config becomes the default parameter).
 
@@ -192,7 +200,6 @@ def compile_(
     settings (shared data PVC, MLflow env from ConfigMap/Secrets, GPU placement).
     """
     from kubetrade.errors import ConfigError
-    from kubetrade.pipeline.runner import compile_pipeline
     from kubetrade.pipeline.steps import load_run_config
 
     if backend not in ("kubeflow", "local"):
@@ -202,10 +209,46 @@ def compile_(
             "--gpu is for --backend local; with kubeflow the PyTorchJob pods get GPUs from the "
             "cluster profile (manifests/overlays/gpu)"
         )
+    from kubetrade.k8s.versions import check_kfp_version
+
+    check_kfp_version(kfp_version)
     run = load_run_config(config)
     run.pipeline.backend = backend  # type: ignore[assignment]
-    path = compile_pipeline(output, run, gpu=gpu)
-    out.print(f"wrote {path} (backend {backend}{', GPU train/tune' if gpu else ''})")
+    path = _retargeted_compile(output, run, gpu, kfp_version)
+    out.print(
+        f"wrote {path} (backend {backend}{', GPU train/tune' if gpu else ''}, "
+        f"KFP backend {kfp_version})"
+    )
+
+
+def _retargeted_compile(output: Path, run: Any, gpu: bool, kfp_version: str) -> Path:
+    """Compile into a temporary file, keep the fields ``kfp_version`` knows, then move it."""
+    import os
+    import tempfile
+
+    import yaml
+
+    from kubetrade.k8s import goyaml
+    from kubetrade.pipeline.runner import compile_pipeline
+    from kubetrade.pipelines.training import retarget_platform_spec
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".compile-", suffix=".yaml", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        compile_pipeline(tmp, run, gpu=gpu)
+        text = tmp.read_text(encoding="utf-8")
+        lines = text.splitlines(True)
+        top = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+        header = "".join(lines[:top])  # KFP's "# PIPELINE DEFINITION" comment block
+        docs = [retarget_platform_spec(d, kfp_version) for d in yaml.safe_load_all(text)]
+        header += f"# KFP backend: {kfp_version} (kubetrade compile --kfp-version)\n"
+        tmp.write_text(header + goyaml.dump_all(docs), encoding="utf-8")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
 
 
 @app.command()

@@ -340,7 +340,9 @@ def test_katib_experiment_comes_from_the_same_search_space() -> None:
 def test_katib_dry_run_writes_the_yaml(tmp_path: Path) -> None:
     profile = ClusterTrainingProfile(image=IMAGE, namespace="team-a", gpus_per_worker=1)
     pipeline = AdvancedTrainingPipeline(
-        experiment_name="Hybrid Model V2", run_dir=tmp_path, katib=KatibOptions(profile=profile, run_id="r1")
+        experiment_name="Hybrid Model V2",
+        run_dir=tmp_path,
+        katib=KatibOptions(profile=profile, run_id="r1"),
     )
     dry = pipeline.optimize_hyperparameters(
         SPACE_FILE, num_trials=8, max_concurrent_trials=2, backend="katib", dry_run=True

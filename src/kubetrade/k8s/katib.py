@@ -305,7 +305,9 @@ class SearchSpace:
                 out[name] = CategoricalDistribution(list(p.values))
         return out
 
-    def to_katib_parameters(self, katib_version: str = DEFAULT_KATIB_VERSION) -> list[dict[str, Any]]:
+    def to_katib_parameters(
+        self, katib_version: str = DEFAULT_KATIB_VERSION
+    ) -> list[dict[str, Any]]:
         """Katib ``spec.parameters`` (feasibleSpace values are strings, as Katib wants).
 
         Katib v0.17 (Kubeflow 1.9) has no ``feasibleSpace.distribution``: the webhook's Go

@@ -93,9 +93,7 @@ def check_katib_version(version: str) -> str:
     for known in KATIB_VERSIONS:
         if known == text or known.startswith(text + "."):
             return known
-    raise ConfigError(
-        f"Katib {version!r} is not supported; use one of {', '.join(KATIB_VERSIONS)}"
-    )
+    raise ConfigError(f"Katib {version!r} is not supported; use one of {', '.join(KATIB_VERSIONS)}")
 
 
 def katib_has_distribution(version: str) -> bool:
