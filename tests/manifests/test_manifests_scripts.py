@@ -49,8 +49,6 @@ def test_e2e_pins_versions_and_uses_existing_files() -> None:
         "manifests/kind/cluster.yaml",
         "manifests/overlays/kind",
         "images/base/Dockerfile",
-        "images/trainer/Dockerfile",
-        "images/tuner/Dockerfile",
     ]:
         assert path in text and (REPO / path).exists()
     assert "trap cleanup EXIT" in text

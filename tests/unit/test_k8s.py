@@ -9,17 +9,15 @@ schemas are checked against upstream's CRDs and Go types in tests/contracts/.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shlex
-import signal
 from typing import Any
 
 import optuna
 import pytest
-from conftest import FakeClock, FakeKubernetesApi, load_pod_fixture
 from kubernetes.client import ApiException, V1ConfigMap
 
+from conftest import FakeClock, FakeKubernetesApi, load_pod_fixture
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.k8s import (
     ALGORITHMS,
