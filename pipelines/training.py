@@ -257,10 +257,11 @@ def retarget_platform_spec(doc: dict[str, Any], kfp_version: str) -> dict[str, A
 
     kfp-kubernetes 2.x writes each Secret/ConfigMap/PVC name twice: the plain field
     (``secretName``, ``configMapName``, ``constant``; deprecated but still read by every
-    driver up to 2.16) and ``*NameParameter`` (2.4+). The KFP 2.2/2.3 driver (Kubeflow 1.9)
-    parses the config strictly and fails the task on the unknown ``*NameParameter``; drivers
-    before 2.15 ignore ``optional``. So for those backends the parameter forms go (only
-    constant names are allowed) and ``optional`` is dropped where it is not honoured.
+    driver up to 2.16) and ``*NameParameter`` (in the proto from 2.5.0). The KFP 2.2-2.4
+    drivers (Kubeflow 1.9 and 1.10's 2.4.1) parse the config strictly and fail the task on
+    an unknown field; ``optional`` on secretAsEnv is not even in the proto before 2.16 and
+    not honoured before 2.15. So for those backends the parameter forms go (only constant
+    names are allowed) and ``optional`` is dropped where it is not honoured.
 
     Raises:
         ConfigError: an unsupported version, or a name that is a runtime parameter (not a

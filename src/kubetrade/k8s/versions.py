@@ -64,7 +64,7 @@ class KfpFeatures:
     """What a KFP backend's driver understands in the kubernetes executor config."""
 
     version: str
-    #: ``secretNameParameter`` / ``configMapNameParameter`` / ``pvcNameParameter`` (2.4+)
+    #: ``secretNameParameter`` / ``configMapNameParameter`` / ``pvcNameParameter`` (2.5+)
     name_parameters: bool
     #: ``optional`` on secretAsEnv/configMapAsEnv is *honoured* by the driver (2.15+; the
     #: field is in the proto since 2.2.0 but older drivers leave the reference required)
@@ -83,7 +83,7 @@ def check_kfp_version(version: str) -> str:
 
 def kfp_features(version: str) -> KfpFeatures:
     key = _key(check_kfp_version(version))
-    return KfpFeatures(version, name_parameters=key >= (2, 4), optional_honoured=key >= (2, 15))
+    return KfpFeatures(version, name_parameters=key >= (2, 5), optional_honoured=key >= (2, 15))
 
 
 def check_katib_version(version: str) -> str:
