@@ -69,6 +69,8 @@ __all__ = [
     "master_pod_selector",
     "pod_problem",
     "owner_reference",
+    "delete_on_sigterm",
+    "Terminated",
 ]
 
 logger = logging.getLogger(__name__)
@@ -617,6 +619,10 @@ class CustomResourceLauncher:
         return ""
 
 
+class Terminated(BaseException):
+    """SIGTERM while waiting (a BaseException, so API-error retries do not swallow it)."""
+
+
 @contextlib.contextmanager
 def delete_on_sigterm(launcher: CustomResourceLauncher, name: str) -> Iterator[None]:
     """While waiting: SIGTERM (a cancelled KFP run stops the step's pod) or Ctrl-C deletes
@@ -624,22 +630,26 @@ def delete_on_sigterm(launcher: CustomResourceLauncher, name: str) -> Iterator[N
     re-raises KeyboardInterrupt. The previous SIGTERM handler is restored afterwards; off the
     main thread (where Python cannot set handlers) only KeyboardInterrupt is handled."""
 
-    class _Terminated(TrainingError):
-        pass
-
     def on_term(signum: int, frame: Any) -> None:
-        raise _Terminated(f"{launcher._describe(name)}: SIGTERM received; it was deleted")
+        raise Terminated
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_term) if main else None
     try:
-        yield
-    except (_Terminated, KeyboardInterrupt):
         try:
-            launcher.delete(name)
-        except TrainingError as exc:
-            logger.warning("could not delete %s: %s", name, exc)
-        raise
+            yield
+        except (Terminated, KeyboardInterrupt) as exc:
+            try:
+                deleted = launcher.delete(name)
+            except TrainingError as err:
+                logger.warning("could not delete %s: %s", name, err)
+                deleted = False
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise TrainingError(
+                f"{launcher._describe(name)}: SIGTERM received while waiting"
+                + ("; it was deleted" if deleted else "")
+            ) from None
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)

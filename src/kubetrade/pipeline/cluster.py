@@ -159,4 +159,5 @@ def katib_options(profile: Any, key: str, bundle_path: str | Path, training: Tra
         config_path=str(config),
         output_root=str(stage / "tuning"),
         deadline_s=profile.wait_deadline_s,
+        run_id=re.sub(r"[^a-z0-9]", "", key.lower())[:8] or uuid.uuid4().hex[:8],
     )
