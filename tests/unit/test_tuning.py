@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import FakeKubernetesApi
 from kubetrade.config import load_training_config
 from kubetrade.errors import ConfigError, SplitError, TrainingError
 from kubetrade.k8s.launcher import CustomResourceLauncher
@@ -372,25 +373,6 @@ def test_katib_needs_an_image_and_names_are_sanitised() -> None:
     assert len(katib_experiment_name("a" * 80)) == 40
 
 
-class _FakeExperiments:
-    """Fake API server: the experiment succeeds at once with a best trial."""
-
-    def __init__(self, status: dict[str, Any]) -> None:
-        self.status = status
-        self.created: list[dict[str, Any]] = []
-
-    def create_namespaced_custom_object(self, *args: Any, **kw: Any) -> Any:
-        body = args[4] if len(args) > 4 else kw["body"]
-        self.created.append(body)
-        return body
-
-    def get_namespaced_custom_object(self, *args: Any, **kw: Any) -> Any:
-        return {"metadata": {"name": args[4]}, "status": self.status}
-
-    def delete_namespaced_custom_object(self, *args: Any, **kw: Any) -> Any:
-        return {}
-
-
 def test_katib_run_reads_the_optimal_trial_and_writes_best_config(tmp_path: Path) -> None:
     spec = TuningSpec.from_yaml(SPACE_FILE)
     assignments = {"training.learning_rate": "0.0004", "training.batch_size": "32",
@@ -405,7 +387,7 @@ def test_katib_run_reads_the_optimal_trial_and_writes_best_config(tmp_path: Path
             },
         },
     }  # fmt: skip
-    api = _FakeExperiments(status)
+    api = FakeKubernetesApi([{"status": status}])  # the suite's one fake API (conftest)
     launcher = CustomResourceLauncher.for_experiments(
         api, None, "kubetrade", search_space=spec.space, log=lambda _: None
     )
@@ -413,6 +395,7 @@ def test_katib_run_reads_the_optimal_trial_and_writes_best_config(tmp_path: Path
     result = pipeline.optimize_hyperparameters(SPACE_FILE, backend="katib", launcher=launcher)
     assert isinstance(result, TuningResult)
     assert api.created and api.created[0]["kind"] == "Experiment"
+    assert api.created[0]["plural"] == "experiments"
     assert result.katib_trial == "tune-abc" and result.best_value == 1.4  # max over epochs
     assert result.best_params["hidden_dim"] == 512
     cfg = load_training_config(result.best_config_path)
