@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 from _contracts import executor_configs, katib_substitute, katib_wrap_primary_container
-from conftest import FakeClock, FakeKubernetesApi, load_pod_fixture
 from typer.testing import CliRunner
 
+from conftest import FakeClock, FakeKubernetesApi, load_pod_fixture
 from kubetrade.cli import app
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.k8s import (

@@ -548,7 +548,7 @@ class CustomResourceLauncher:
         except Exception as exc:
             logger.debug("listing pods %s failed: %s", selector, exc)
             return []
-        return [p for p in pods.get("items") or [] if isinstance(p, Mapping)]
+        return [dict(p) for p in pods.get("items") or [] if isinstance(p, Mapping)]
 
     def _pod_problem(self, name: str) -> str | None:
         for pod in self._list_pods(pods_selector(self.kind, name)):
