@@ -194,13 +194,37 @@ def test_9_launcher_fails_fast_in_one_line_naming_pod_and_reason(fixture: str) -
         api, api, "kubeflow-user-example-com", clock=clock, sleep=clock.sleep, log=lambda _: None
     )
     with pytest.raises(TrainingError) as info:
-        launcher.wait(JOB, deadline_s=12 * 3600, poll_s=10)
+        launcher.wait(JOB, deadline_s=12 * 3600, poll_s=10, unschedulable_grace_s=60)
     message = str(info.value)
     assert "\n" not in message
     assert f"pod kubeflow-user-example-com/{pod['metadata']['name']}" in message
     assert PROBLEMS[fixture] in message
-    assert clock.now == 0  # the first poll, not the 12-hour deadline
+    # image/config errors: the first poll; Unschedulable: once the grace (autoscaler, PVC
+    # provisioning) has passed -- either way not the 12-hour deadline
+    assert clock.now == (60 if fixture.startswith("unschedulable") else 0)
     assert api.deleted == [JOB]
+
+
+def test_9_a_pod_that_gets_scheduled_within_the_grace_is_not_a_failure() -> None:
+    pending = load_pod_fixture("unschedulable-gpu")
+    api = FakeKubernetesApi([_running, _running, _running, _running, _succeeded_job])
+
+    def schedule(fake: Any, name: str) -> None:
+        if fake.gets == 3:  # the autoscaler's node joined: the pod runs
+            fake.pods = [load_pod_fixture("running")]
+
+    api.pods = [pending]
+    api.on_get = schedule
+    clock = FakeClock()
+    launcher = CustomResourceLauncher.for_pytorchjobs(
+        api, api, "kubeflow-user-example-com", clock=clock, sleep=clock.sleep, log=lambda _: None
+    )
+    result = launcher.wait(JOB, deadline_s=3600, poll_s=10, unschedulable_grace_s=60)
+    assert result.state == "Succeeded" and api.deleted == []
+
+
+def _succeeded_job(*_: Any) -> dict[str, Any]:
+    return {"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
 
 
 @pytest.mark.parametrize("fixture", ["running", "container-creating", "worker-init-waiting"])

@@ -128,6 +128,9 @@ def pods_selector(kind: str, name: str) -> str:
     return f"training.kubeflow.org/job-name={name}"
 
 
+#: Seconds a pod may stay Unschedulable before waiting fails (autoscaler, PVC provisioning).
+UNSCHEDULABLE_GRACE_S = 120.0
+
 #: Container waiting reasons that do not fix themselves.
 FATAL_WAITING_REASONS = (
     "ImagePullBackOff",
@@ -409,6 +412,7 @@ class CustomResourceLauncher:
         delete_on_timeout: bool = True,
         stall_polls: int = 60,
         max_api_errors: int = 10,
+        unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
     ) -> WaitResult:
         """Poll until the resource reaches a terminal state.
 
@@ -421,6 +425,9 @@ class CustomResourceLauncher:
             stall_polls: Experiments only: fail when the trial counters have not moved for this
                 many polls (set it above the longest trial's duration / ``poll_s``).
             max_api_errors: consecutive failed GETs (API server hiccups) tolerated.
+            unschedulable_grace_s: how long a pod may stay Unschedulable before the wait
+                fails (a node autoscaler adding a GPU node, a PVC being provisioned); image
+                pull and container config errors fail at once.
 
         Returns:
             The :class:`WaitResult` of a ``Succeeded`` resource (for an Experiment with
@@ -439,6 +446,7 @@ class CustomResourceLauncher:
         last_state = ""
         last_progress: Any = None
         unchanged = 0
+        unschedulable_since: dict[str, float] = {}
         obj: dict[str, Any] = {}
         while True:
             polls += 1
@@ -468,7 +476,7 @@ class CustomResourceLauncher:
                     return self._succeeded(name, obj, elapsed, polls)
                 if terminal is not None:
                     raise TrainingError(self._failure_message(name, obj, terminal, tail))
-                problem = self._pod_problem(name)
+                problem = self._pod_problem(name, unschedulable_since, unschedulable_grace_s)
                 if problem is not None:
                     deleted = self.delete(name) if delete_on_timeout else False
                     raise TrainingError(
@@ -550,11 +558,23 @@ class CustomResourceLauncher:
             return []
         return [dict(p) for p in pods.get("items") or [] if isinstance(p, Mapping)]
 
-    def _pod_problem(self, name: str) -> str | None:
+    def _pod_problem(self, name: str, since: dict[str, float], grace_s: float) -> str | None:
+        """The first pod problem that is fatal now (Unschedulable only after ``grace_s``)."""
+        now = self.clock()
+        seen: set[str] = set()
         for pod in self._list_pods(pods_selector(self.kind, name)):
             problem = pod_problem(pod)
-            if problem is not None:
+            if problem is None:
+                continue
+            if ": Unschedulable: " not in problem:
                 return problem
+            key = str((pod.get("metadata") or {}).get("name"))
+            seen.add(key)
+            first = since.setdefault(key, now)
+            if now - first >= grace_s:
+                return f"{problem} (for {now - first:.0f} s)"
+        for key in set(since) - seen:  # scheduled meanwhile
+            del since[key]
         return None
 
     def _master_pod(self, name: str) -> dict[str, Any] | None:
@@ -684,6 +704,7 @@ def run_pytorchjob(
     poll_s: float = 10.0,
     launcher: CustomResourceLauncher | None = None,
     delete_on_timeout: bool = True,
+    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
 ) -> WaitResult:
     """Create ``job`` (owned by this pod) and wait for it; raises TrainingError unless it
     succeeds. SIGTERM while waiting deletes the job."""
@@ -696,7 +717,13 @@ def run_pytorchjob(
     name = job["metadata"]["name"]
     with delete_on_sigterm(launcher, name):
         launcher.create(job)
-        return launcher.wait(name, deadline_s, poll_s, delete_on_timeout=delete_on_timeout)
+        return launcher.wait(
+            name,
+            deadline_s,
+            poll_s,
+            delete_on_timeout=delete_on_timeout,
+            unschedulable_grace_s=unschedulable_grace_s,
+        )
 
 
 def run_experiment(
@@ -707,6 +734,7 @@ def run_experiment(
     stall_polls: int = 60,
     search_space: SearchSpace | None = None,
     launcher: CustomResourceLauncher | None = None,
+    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
 ) -> BestTrial:
     """Create a Katib Experiment (owned by this pod), wait for it and return its best trial.
     SIGTERM while waiting deletes the experiment (and with it its trials)."""
@@ -723,6 +751,12 @@ def run_experiment(
     name = experiment["metadata"]["name"]
     with delete_on_sigterm(launcher, name):
         launcher.create(experiment)
-        result = launcher.wait(name, deadline_s, poll_s, stall_polls=stall_polls)
+        result = launcher.wait(
+            name,
+            deadline_s,
+            poll_s,
+            stall_polls=stall_polls,
+            unschedulable_grace_s=unschedulable_grace_s,
+        )
     assert result.best_trial is not None  # _succeeded guarantees it
     return result.best_trial

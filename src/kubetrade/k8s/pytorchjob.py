@@ -158,6 +158,12 @@ class ClusterTrainingProfile(StrictModel):
         default=6 * 3600, gt=0, description="launcher gives up after this"
     )
     poll_s: float = Field(default=10.0, gt=0)
+    unschedulable_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="a pod may stay Unschedulable this long before the step fails (raise it "
+        "on node pools that autoscale, e.g. GPU nodes that take minutes to join)",
+    )
 
     def job_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`build_pytorchjob` that this profile sets."""

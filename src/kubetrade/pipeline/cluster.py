@@ -130,7 +130,11 @@ def train_on_cluster(
         flush=True,
     )
     run_pytorchjob(
-        job, deadline_s=profile.wait_deadline_s, poll_s=profile.poll_s, launcher=launcher
+        job,
+        deadline_s=profile.wait_deadline_s,
+        poll_s=profile.poll_s,
+        launcher=launcher,
+        unschedulable_grace_s=profile.unschedulable_grace_s,
     )
     result_file = out / RESULT_NAME
     if not result_file.is_file():

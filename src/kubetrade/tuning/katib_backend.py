@@ -208,4 +208,7 @@ def run_katib(
         stall_polls=options.stall_polls,
         search_space=spec.space,
         launcher=launcher,
+        unschedulable_grace_s=(
+            options.profile.unschedulable_grace_s if options.profile is not None else 120.0
+        ),
     )
