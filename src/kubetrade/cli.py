@@ -280,8 +280,11 @@ def tune(
         ),
     ] = None,
     katib_version: Annotated[
-        str, typer.Option(help="katib: target Katib (v0.17.0, v0.18.0, v0.19.0)")
-    ] = "v0.18.0",
+        str | None,
+        typer.Option(
+            help="katib: target Katib (v0.17.0, v0.18.0, v0.19.0); default: the profile's"
+        ),
+    ] = None,
     namespace: Annotated[
         str | None, typer.Option(help="katib: namespace (default: the profile's, else current)")
     ] = None,
@@ -316,7 +319,11 @@ def tune(
 
 
 def _katib_options(
-    bundle: Path, profile_path: Path | None, katib_version: str, namespace: str | None, dry: bool
+    bundle: Path,
+    profile_path: Path | None,
+    katib_version: str | None,
+    namespace: str | None,
+    dry: bool,
 ) -> Any:
     """KatibOptions for ``kubetrade tune --backend katib`` (ConfigError on a bad choice)."""
     import os
@@ -328,7 +335,7 @@ def _katib_options(
     from kubetrade.k8s.versions import check_katib_version
     from kubetrade.tuning.katib_backend import KatibOptions
 
-    version = check_katib_version(katib_version)
+    version = check_katib_version(katib_version) if katib_version else None
     path = profile_path or os.environ.get("KUBETRADE_CLUSTER_PROFILE")
     if path:
         profile = load_cluster_profile(path)
@@ -356,7 +363,7 @@ def _katib_options(
         namespace=namespace,
         bundle_path=on_volume,
         output_root=f"{mount}/tuning",
-        katib_version=version,
+        katib_version=version or profile.katib_version,
     )
 
 

@@ -142,3 +142,25 @@ def test_webhook_port_rejects_mistakes() -> None:
         bad = copy.deepcopy(exp)
         mutate(bad)
         assert any(fragment in e for e in katib_webhook_errors(bad)), fragment
+
+
+def test_the_cluster_profile_names_its_katib_and_the_pipeline_follows_it(tmp_path: Path) -> None:
+    from kubetrade.config import TrainingConfig
+    from kubetrade.k8s import ClusterTrainingProfile, load_cluster_profile
+    from kubetrade.pipeline.cluster import katib_options
+
+    kind = load_cluster_profile(ROOT / "manifests/overlays/kind/cluster-profile/profile.yaml")
+    assert kind.katib_version == "v0.19.0"  # the kind pin
+    profile = ClusterTrainingProfile(
+        image=IMAGE, katib_version="0.17", data_mount_path=str(tmp_path)
+    )
+    bundle = tmp_path / "b.npz"
+    bundle.write_bytes(b"x")
+    options = katib_options(profile, "abc123", bundle, TrainingConfig())
+    assert options.katib_version == "v0.17.0" and options.run_id == "abc123"
+    with pytest.raises(ConfigError, match="log-scale"):  # the default space has a loguniform
+        build_tuning_experiment(
+            TuningSpec.from_yaml(ROOT / "config" / "search_space.yaml"), options, name="t"
+        )
+    with pytest.raises(ConfigError, match="Katib 'v0.16' is not supported"):
+        ClusterTrainingProfile(image=IMAGE, katib_version="v0.16")

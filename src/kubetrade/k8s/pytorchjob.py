@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubetrade.config import StrictModel, load_yaml_model
 from kubetrade.errors import ConfigError
@@ -164,6 +164,18 @@ class ClusterTrainingProfile(StrictModel):
         description="a pod may stay Unschedulable this long before the step fails (raise it "
         "on node pools that autoscale, e.g. GPU nodes that take minutes to join)",
     )
+    katib_version: str = Field(
+        default="v0.18.0",
+        description="the cluster's Katib (kubetrade.k8s.versions.KATIB_VERSIONS); v0.17.0 "
+        "(Kubeflow 1.9) has no feasibleSpace.distribution",
+    )
+
+    @field_validator("katib_version")
+    @classmethod
+    def _known_katib(cls, value: str) -> str:
+        from kubetrade.k8s.versions import check_katib_version
+
+        return check_katib_version(value)
 
     def job_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`build_pytorchjob` that this profile sets."""

@@ -164,4 +164,5 @@ def katib_options(profile: Any, key: str, bundle_path: str | Path, training: Tra
         output_root=str(stage / "tuning"),
         deadline_s=profile.wait_deadline_s,
         run_id=re.sub(r"[^a-z0-9]", "", key.lower())[:8] or uuid.uuid4().hex[:8],
+        katib_version=profile.katib_version,
     )
