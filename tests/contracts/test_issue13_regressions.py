@@ -232,11 +232,19 @@ def test_9_healthy_or_starting_pods_are_not_failures(fixture: str) -> None:
     assert pod_problem(load_pod_fixture(fixture)) is None
 
 
-def test_9_created_resources_are_owned_by_the_step_pod_and_deleted_on_sigterm() -> None:
+def test_9_created_resources_are_owned_by_the_step_pod_and_deleted_on_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     owner = owner_reference(env={"POD_NAME": "run-abc-train-op-driver", "POD_UID": "u-1"})
     assert owner == {"apiVersion": "v1", "kind": "Pod", "name": "run-abc-train-op-driver",
                      "uid": "u-1"}  # fmt: skip
     assert owner_reference(env={}) is None  # outside a pod: unowned
+    pod_env = {"POD_NAME": "p", "POD_UID": "u"}
+    monkeypatch.setenv("KUBETRADE_NAMESPACE", "team-a")  # this pod's namespace
+    # an owner in another namespace would make the garbage collector delete the job
+    assert owner_reference(None, "team-b", env=pod_env) is None
+    assert owner_reference(None, "team-a", env=pod_env) is not None
+    monkeypatch.delenv("KUBETRADE_NAMESPACE")
 
     def terminate(fake: Any, name: str) -> None:
         if fake.gets == 2:

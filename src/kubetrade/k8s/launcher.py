@@ -198,9 +198,15 @@ def owner_reference(
 
     ``POD_NAME`` and ``POD_UID`` come from the downward API (the compiled pipeline sets them
     on the train and tune tasks with kfp-kubernetes ``use_field_path_as_env``); without
-    ``POD_UID`` the pod named ``$HOSTNAME`` is read through the API (in a pod only).
+    ``POD_UID`` the pod named ``$HOSTNAME`` is read through the API (in a pod only). None
+    when ``namespace`` (where the resource goes) is not this pod's namespace.
     """
     env = os.environ if env is None else env
+    if namespace is not None and namespace != current_namespace():
+        # An owner must live in the dependent's namespace: the garbage collector would take
+        # a reference to a pod of another namespace for a deleted owner and delete the job.
+        logger.info("creating in %s, not this pod's namespace: the resource is unowned", namespace)
+        return None
     name, uid = env.get("POD_NAME"), env.get("POD_UID")
     if not uid and core is not None and env.get("KUBERNETES_SERVICE_HOST"):
         name = name or env.get("HOSTNAME")
