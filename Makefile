@@ -7,7 +7,7 @@ KT := $(VENV)/bin/kubetrade
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: setup run test test-all lint format compile bench images kind-load kind-e2e checkov checkov-setup clean help
+.PHONY: setup run test test-all lint format compile bench images image-base image-trainer kind-load kind-e2e checkov checkov-setup clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,9 +38,12 @@ format: setup
 	$(VENV)/bin/ruff format src tests components pipelines bench
 	$(VENV)/bin/ruff check --fix src tests components pipelines bench
 
+# KFP_VERSION: the target backend (docs/cluster.md); the default, the oldest supported,
+# compiles a package that runs on every supported backend.
+KFP_VERSION ?= 2.2.0
 compile: setup  ## compile the pipeline: pipelines/compiled/kubetrade_training{,_gpu}.yaml
-	$(KT) compile --output pipelines/compiled/kubetrade_training.yaml
-	$(KT) compile --backend local --gpu --output pipelines/compiled/kubetrade_training_gpu.yaml
+	$(KT) compile --kfp-version $(KFP_VERSION) --output pipelines/compiled/kubetrade_training.yaml
+	$(KT) compile --kfp-version $(KFP_VERSION) --backend local --gpu --output pipelines/compiled/kubetrade_training_gpu.yaml
 
 bench: setup  ## benchmarks against peer libraries; results in bench/results/
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[bench]"
@@ -56,23 +59,30 @@ clean:  ## remove run outputs (keeps .venv)
 IMAGE_TAG ?= 0.1.0
 BASE_IMAGE ?= $(or $(KUBETRADE_BASE_IMAGE),kubetrade/base:$(IMAGE_TAG))
 TRAINER_IMAGE ?= $(or $(KUBETRADE_TRAINER_IMAGE),kubetrade/trainer:$(IMAGE_TAG))
-TUNER_IMAGE ?= $(or $(KUBETRADE_TUNER_IMAGE),kubetrade/tuner:$(IMAGE_TAG))
 DOCKER ?= docker
 KIND ?= kind
 KIND_CLUSTER ?= kubetrade
-KIND_IMAGES ?= $(BASE_IMAGE) $(TRAINER_IMAGE) $(TUNER_IMAGE)
+# kind is CPU only: its overlay's cluster profile and the compiled pipeline use only the base
+# image, so only that one is built and loaded (the CUDA trainer image is several GB).
+KIND_IMAGES ?= $(BASE_IMAGE)
 # checkov pins packages that clash with constraints.txt (tabulate, ...): its own venv, inside
 # .venv so it is git-ignored and removed with it.
 CHECKOV_VENV ?= $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_OVERLAYS := base overlays/kind overlays/gpu
 
-images:  ## docker build kubetrade/base, trainer and tuner (images/*/Dockerfile)
-	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found: install Docker (or DOCKER=podman)" >&2; exit 1; }
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine answers ('$(DOCKER) info' failed): start it first" >&2; exit 1; }
+DOCKER_CHECK = command -v $(DOCKER) >/dev/null 2>&1 || { echo "make $@: '$(DOCKER)' not found: install Docker (or DOCKER=podman)" >&2; exit 1; }; \
+	$(DOCKER) info >/dev/null 2>&1 || { echo "make $@: no Docker engine answers ('$(DOCKER) info' failed): start it first" >&2; exit 1; }
+
+images: image-base image-trainer  ## docker build kubetrade/base and kubetrade/trainer (images/*/Dockerfile)
+
+image-base:  ## docker build kubetrade/base (CPU torch; every component, kind's trainer pods)
+	@$(DOCKER_CHECK)
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/base/Dockerfile -t $(BASE_IMAGE) .
+
+image-trainer:  ## docker build kubetrade/trainer (CUDA torch; GPU trainer pods and GPU steps)
+	@$(DOCKER_CHECK)
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/trainer/Dockerfile -t $(TRAINER_IMAGE) .
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/tuner/Dockerfile -t $(TUNER_IMAGE) .
 
 kind-load:  ## kind load the images into the kind cluster (KIND_CLUSTER=kubetrade)
 	@command -v $(KIND) >/dev/null 2>&1 || { echo "make kind-load: '$(KIND)' not found: install kind" >&2; exit 1; }

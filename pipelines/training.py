@@ -19,6 +19,7 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from kubetrade.components.data import features_op, ingest_op, split_op, validate_op
+from kubetrade.components.images import TRAINER_IMAGE
 from kubetrade.components.model import (
     backtest_op,
     evaluate_op,
@@ -30,7 +31,14 @@ from kubetrade.components.model import (
 )
 from kubetrade.components.rl import ensemble_op, rl_agent_op
 
-__all__ = ["PIPELINE_NAME", "PlatformOptions", "build_pipeline", "training_pipeline"]
+__all__ = [
+    "PIPELINE_NAME",
+    "PlatformOptions",
+    "build_pipeline",
+    "training_pipeline",
+    "retarget_platform_spec",
+    "POD_ENV",
+]
 
 PIPELINE_NAME = "kubetrade-training"
 
@@ -43,11 +51,15 @@ class PlatformOptions:
         pvc_name: the shared data claim (``manifests/base/storage.yaml``), mounted into the
             tasks that stage files for PyTorchJobs and Katib trials.
         mount_path: where; must equal the cluster profile's ``data_mount_path``.
-        env_config_map: ConfigMap whose keys become environment variables of every task
-            that talks to MLflow (``MLFLOW_TRACKING_URI``...); optional, so a missing map
-            leaves the task's defaults.
-        secret_env: Secret name -> {key: ENV_VAR} for those tasks (MLflow and S3
-            credentials); optional as well.
+        env_config_map: ConfigMap whose keys (``env_config_keys``) become environment
+            variables of every task that talks to MLflow; ``manifests/base`` creates it with
+            every key listed here. References are *required*: the KFP backends of Kubeflow
+            1.9/1.10 ignore ``optional`` (honoured from KFP 2.15), so whatever the pipeline
+            references must exist.
+        env_config_keys: the ConfigMap keys (= variable names) passed on.
+        secret_env: Secret name -> {key: ENV_VAR} for those tasks. Empty by default: the
+            MLflow server of ``manifests/base`` proxies artifacts (``--serve-artifacts``)
+            and has no auth, so tasks need no credentials. A Secret named here must exist.
         gpu_steps: task kinds (``train``, ``tune``) that get one ``nvidia.com/gpu``, the GPU
             node selector and the GPU taint toleration. Only meaningful with ``backend:
             local`` (training inside the task's pod); with ``backend: kubeflow`` GPUs belong
@@ -57,35 +69,29 @@ class PlatformOptions:
     pvc_name: str = "kubetrade-data"
     mount_path: str = "/data"
     env_config_map: str = "kubetrade-pipeline-env"
-    secret_env: dict[str, dict[str, str]] = field(
-        default_factory=lambda: {
-            "kubetrade-mlflow-auth": {
-                "username": "MLFLOW_TRACKING_USERNAME",
-                "password": "MLFLOW_TRACKING_PASSWORD",
-            },
-            "kubetrade-s3": {
-                "access-key-id": "AWS_ACCESS_KEY_ID",
-                "secret-access-key": "AWS_SECRET_ACCESS_KEY",
-            },
-        }
-    )
+    env_config_keys: tuple[str, ...] = ("MLFLOW_TRACKING_URI",)
+    secret_env: dict[str, dict[str, str]] = field(default_factory=dict)
     gpu_steps: tuple[str, ...] = ()
     gpu_node_selector: tuple[str, str] = ("nvidia.com/gpu.present", "true")
     gpu_toleration_key: str = "nvidia.com/gpu"
 
 
+#: Downward-API environment of the tasks that create cluster jobs: the launcher makes the
+#: step's pod the owner of the PyTorchJob / Experiment it creates (deleted with the pod).
+POD_ENV = {"POD_NAME": "metadata.name", "POD_UID": "metadata.uid"}
+
+
 def _mlflow_env(task: Any, opts: PlatformOptions) -> None:
     kubernetes.use_config_map_as_env(
-        task,
-        opts.env_config_map,
-        {
-            "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
-            "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL",
-        },
-        optional=True,
+        task, opts.env_config_map, {key: key for key in opts.env_config_keys}
     )
     for secret, keys in sorted(opts.secret_env.items()):
-        kubernetes.use_secret_as_env(task, secret, dict(keys), optional=True)
+        kubernetes.use_secret_as_env(task, secret, dict(keys))
+
+
+def _pod_env(task: Any) -> None:
+    for env, path in POD_ENV.items():
+        kubernetes.use_field_path_as_env(task, env, path)
 
 
 def _gpu(task: Any, opts: PlatformOptions) -> None:
@@ -103,9 +109,23 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
     if unknown:
         raise ValueError(f"gpu_steps {sorted(unknown)}: only 'train' and 'tune' train models")
 
+    # GPU steps run in the CUDA trainer image (the base image's torch is CPU-only, so a GPU
+    # requested for it would idle): the same component functions, another base image.
+    gpu_tune_op = (
+        dsl.component(tune_op.python_func, base_image=TRAINER_IMAGE, install_kfp_package=False)
+        if "tune" in opts.gpu_steps
+        else tune_op
+    )
+    gpu_train_op = (
+        dsl.component(train_op.python_func, base_image=TRAINER_IMAGE, install_kfp_package=False)
+        if "train" in opts.gpu_steps
+        else train_op
+    )
+
     def platform(task: Any, kind: str, *, volume: bool = False, mlflow: bool = False) -> Any:
         if volume:
             kubernetes.mount_pvc(task, pvc_name=opts.pvc_name, mount_path=opts.mount_path)
+            _pod_env(task)  # the steps that launch PyTorchJobs / Experiments
         if mlflow:
             _mlflow_env(task, opts)
         if kind in opts.gpu_steps:
@@ -143,13 +163,13 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
         ).set_display_name("split")
 
         tune = platform(
-            tune_op(run_config=run_config, bundle=split.outputs["bundle"]).set_display_name(
+            gpu_tune_op(run_config=run_config, bundle=split.outputs["bundle"]).set_display_name(
                 "tune (Optuna / Katib)"
             ),
             "tune", volume=True, mlflow=True,
         )  # fmt: skip
         train = platform(
-            train_op(
+            gpu_train_op(
                 run_config=run_config,
                 bundle=split.outputs["bundle"],
                 best_config=tune.outputs["best_config"],
@@ -221,6 +241,54 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
 def gpu_options(steps: Sequence[str] = ("train", "tune")) -> PlatformOptions:
     """Platform options that put ``steps`` on GPU nodes (``backend: local`` on a GPU pool)."""
     return PlatformOptions(gpu_steps=tuple(steps))
+
+
+_NAME_PARAMETERS = {
+    "secretAsEnv": ("secretNameParameter", "secretName"),
+    "secretAsVolume": ("secretNameParameter", "secretName"),
+    "configMapAsEnv": ("configMapNameParameter", "configMapName"),
+    "configMapAsVolume": ("configMapNameParameter", "configMapName"),
+    "pvcMount": ("pvcNameParameter", "constant"),
+}
+
+
+def retarget_platform_spec(doc: dict[str, Any], kfp_version: str) -> dict[str, Any]:
+    """Keep only the kubernetes executor fields that the KFP backend ``kfp_version`` handles.
+
+    kfp-kubernetes 2.x writes each Secret/ConfigMap/PVC name twice: the plain field
+    (``secretName``, ``configMapName``, ``constant``; deprecated but still read by every
+    driver up to 2.16) and ``*NameParameter`` (in the proto from 2.5.0). The KFP 2.2-2.4
+    drivers (Kubeflow 1.9 and 1.10's 2.4.1) parse the config strictly and fail the task on
+    an unknown field; ``optional`` on secretAsEnv is not even in the proto before 2.16 and
+    not honoured before 2.15. So for those backends the parameter forms go (only constant
+    names are allowed) and ``optional`` is dropped where it is not honoured.
+
+    Raises:
+        ConfigError: an unsupported version, or a name that is a runtime parameter (not a
+            constant) for a backend that cannot resolve it.
+    """
+    from kubetrade.errors import ConfigError
+    from kubetrade.k8s.versions import kfp_features
+
+    features = kfp_features(kfp_version)
+    executors = (
+        doc.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors")
+    ) or {}
+    for executor, config in executors.items():
+        for section, (param_key, plain_key) in _NAME_PARAMETERS.items():
+            for entry in config.get(section) or []:
+                if not features.name_parameters and param_key in entry:
+                    param = entry.pop(param_key)
+                    constant = (param.get("runtimeValue") or {}).get("constant")
+                    if entry.get(plain_key) in (None, "") and constant is None:
+                        raise ConfigError(
+                            f"{executor}: {section} takes its name from a pipeline parameter, "
+                            f"which KFP {kfp_version} cannot resolve; use a constant name"
+                        )
+                    entry.setdefault(plain_key, constant)
+                if not features.optional_honoured:
+                    entry.pop("optional", None)
+    return doc
 
 
 training_pipeline = build_pipeline()

@@ -2,8 +2,8 @@
 # End-to-end test on a local kind cluster: Kubeflow Pipelines (standalone), the Kubeflow
 # Training Operator and Katib, kubetrade's images and manifests, then one real pipeline
 # run submitted with `kubetrade submit --wait`. Needs docker, kind, kubectl, make and the
-# project's virtualenv (make setup). About 30-60 minutes and ~25 GB of disk on first run
-# (the CUDA trainer image alone is several GB). Steps, in order (docs/cluster.md):
+# project's virtualenv (make setup). About 30-60 minutes on first run; only the CPU base
+# image is built and loaded (kind runs no GPUs; the CUDA trainer image is not needed). Steps, in order (docs/cluster.md):
 #   1 preflight   2 kind cluster   3 KFP + Training Operator + Katib   4 images
 #   5 manifests/overlays/kind   6 compile   7 port-forward KFP   8 submit --wait
 #   9 every PyTorchJob Succeeded   (cleanup trap: stop port-forward, dump state on failure)
@@ -27,8 +27,8 @@ IMAGE_TAG="${IMAGE_TAG:-0.1.0}"
 SKIP_IMAGES="${SKIP_IMAGES:-0}"
 # The same names the Makefile builds and components/images.py compiles into the pipeline.
 export KUBETRADE_BASE_IMAGE="${KUBETRADE_BASE_IMAGE:-kubetrade/base:${IMAGE_TAG}}"
-export KUBETRADE_TRAINER_IMAGE="${KUBETRADE_TRAINER_IMAGE:-kubetrade/trainer:${IMAGE_TAG}}"
-export KUBETRADE_TUNER_IMAGE="${KUBETRADE_TUNER_IMAGE:-kubetrade/tuner:${IMAGE_TAG}}"
+# The CPU pipeline package (kubetrade compile without --gpu) names only the base image, and
+# the kind overlay's cluster profile runs trainer pods and Katib trials on it too.
 NAMESPACE="kubeflow" # manifests/overlays/kind puts kubetrade next to KFP standalone
 PIPELINE_PACKAGE="${PIPELINE_PACKAGE:-pipelines/compiled/kubetrade_training.yaml}"
 KFP_PORT="${KFP_PORT:-8080}"
@@ -116,9 +116,9 @@ wait_rollout kubeflow deployment/ml-pipeline deployment/ml-pipeline-ui \
 if [[ "${SKIP_IMAGES}" == "1" ]]; then
   log "4/9 SKIP_IMAGES=1: using the images already loaded into ${CLUSTER_NAME}"
 else
-  log "4/9 building ${KUBETRADE_BASE_IMAGE}, ${KUBETRADE_TRAINER_IMAGE}, ${KUBETRADE_TUNER_IMAGE} and loading them into kind"
-  # images/base/Dockerfile, images/trainer/Dockerfile, images/tuner/Dockerfile
-  make images IMAGE_TAG="${IMAGE_TAG}"
+  log "4/9 building ${KUBETRADE_BASE_IMAGE} and loading it into kind"
+  # images/base/Dockerfile only: nothing on kind uses the trainer (CUDA) image
+  make image-base IMAGE_TAG="${IMAGE_TAG}"
   make kind-load IMAGE_TAG="${IMAGE_TAG}" KIND_CLUSTER="${CLUSTER_NAME}"
 fi
 
@@ -131,7 +131,7 @@ wait_rollout "${NAMESPACE}" statefulset/kubetrade-postgres deployment/kubetrade-
 # --------------------------------------------------------------------------- 6 pipeline
 # Always recompiled: the package must name the images built above (KUBETRADE_*_IMAGE).
 log "6/9 compiling the pipeline to ${PIPELINE_PACKAGE}"
-"${KUBETRADE}" compile --output "${PIPELINE_PACKAGE}"
+"${KUBETRADE}" compile --kfp-version "${KFP_VERSION}" --output "${PIPELINE_PACKAGE}"
 
 log "7/9 port-forwarding the KFP API to localhost:${KFP_PORT}"
 kubectl -n kubeflow port-forward svc/ml-pipeline-ui "${KFP_PORT}:80" >/dev/null 2>&1 &

@@ -185,6 +185,14 @@ def compile_(
             "--gpu", help="backend local only: put train/tune on GPU nodes (1 nvidia.com/gpu)"
         ),
     ] = False,
+    kfp_version: Annotated[
+        str,
+        typer.Option(
+            help="target KFP backend: emit only the kubernetes fields it understands "
+            "(2.2.0/2.3.0 = Kubeflow 1.9, 2.4.1/2.5.0 = Kubeflow 1.10, 2.16.1 = kind); the "
+            "default, the oldest, runs on all of them"
+        ),
+    ] = "2.2.0",
 ) -> None:
     """Compile the pipeline to KFP YAML (the config becomes the default parameter).
 
@@ -192,7 +200,6 @@ def compile_(
     settings (shared data PVC, MLflow env from ConfigMap/Secrets, GPU placement).
     """
     from kubetrade.errors import ConfigError
-    from kubetrade.pipeline.runner import compile_pipeline
     from kubetrade.pipeline.steps import load_run_config
 
     if backend not in ("kubeflow", "local"):
@@ -202,15 +209,57 @@ def compile_(
             "--gpu is for --backend local; with kubeflow the PyTorchJob pods get GPUs from the "
             "cluster profile (manifests/overlays/gpu)"
         )
+    from kubetrade.k8s.versions import check_kfp_version
+
+    check_kfp_version(kfp_version)
     run = load_run_config(config)
     run.pipeline.backend = backend  # type: ignore[assignment]
-    path = compile_pipeline(output, run, gpu=gpu)
-    out.print(f"wrote {path} (backend {backend}{', GPU train/tune' if gpu else ''})")
+    path = _retargeted_compile(output, run, gpu, kfp_version)
+    out.print(
+        f"wrote {path} (backend {backend}{', GPU train/tune' if gpu else ''}, "
+        f"KFP backend {kfp_version})"
+    )
+
+
+def _retargeted_compile(output: Path, run: Any, gpu: bool, kfp_version: str) -> Path:
+    """Compile into a temporary file, keep the fields ``kfp_version`` knows, then move it."""
+    import os
+    import tempfile
+
+    import yaml
+
+    from kubetrade.k8s import goyaml
+    from kubetrade.pipeline.runner import compile_pipeline
+    from kubetrade.pipelines.training import retarget_platform_spec
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".compile-", suffix=".yaml", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        compile_pipeline(tmp, run, gpu=gpu)
+        text = tmp.read_text(encoding="utf-8")
+        lines = text.splitlines(True)
+        top = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+        header = "".join(lines[:top])  # KFP's "# PIPELINE DEFINITION" comment block
+        docs = [retarget_platform_spec(d, kfp_version) for d in yaml.safe_load_all(text)]
+        header += f"# KFP backend: {kfp_version} (kubetrade compile --kfp-version)\n"
+        tmp.write_text(header + goyaml.dump_all(docs), encoding="utf-8")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
 
 
 @app.command()
 def tune(
-    bundle: Annotated[Path, typer.Option(help="window bundle .npz written by the split step")],
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            help="window bundle .npz written by the split step; katib: its path on the data "
+            "volume as trial pods see it (relative paths are under the volume's mount)"
+        ),
+    ],
     search_space: Annotated[Path, typer.Option(help="search space YAML")] = Path(
         "config/search_space.yaml"
     ),
@@ -220,8 +269,25 @@ def tune(
     num_trials: Annotated[int | None, typer.Option(help="override the spec's num_trials")] = None,
     max_concurrent: Annotated[int | None, typer.Option(help="parallel trials")] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="katib: print the Experiment YAML")
+        bool, typer.Option("--dry-run", help="katib: print the Experiment YAML to stdout")
     ] = False,
+    cluster_profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="katib: cluster profile YAML of the trial pods (image, data volume, service "
+            "account, resources); default $KUBETRADE_CLUSTER_PROFILE, else the overlay's "
+            "ConfigMap kubetrade-cluster-profile (--dry-run: the profile defaults)"
+        ),
+    ] = None,
+    katib_version: Annotated[
+        str | None,
+        typer.Option(
+            help="katib: target Katib (v0.17.0, v0.18.0, v0.19.0); default: the profile's"
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="katib: namespace (default: the profile's, else current)")
+    ] = None,
 ) -> None:
     """Tune hyperparameters on validation metrics only (the test split is dropped first).
 
@@ -237,20 +303,68 @@ def tune(
     cfg = load_run_config(config)
     katib = None
     if backend == "katib":
-        from kubetrade.components.images import TRAINER_IMAGE
-        from kubetrade.tuning.katib_backend import KatibOptions
-
-        katib = KatibOptions(image=TRAINER_IMAGE)
+        katib = _katib_options(bundle, cluster_profile, katib_version, namespace, dry_run)
     result = run_tune(
         cfg.pipeline.training_config, search_space, bundle=str(bundle), run_dir=run_dir,
         overrides=cfg.pipeline.training_overrides, backend=backend,  # type: ignore[arg-type]
         num_trials=num_trials, max_concurrent_trials=max_concurrent, dry_run=dry_run, katib=katib,
     )  # fmt: skip
     if isinstance(result, KatibDryRun):
-        out.print(result.yaml, highlight=False)
+        # Plain bytes on stdout: Rich would wrap long lines at the terminal width.
+        sys.stdout.write(result.yaml)
+        sys.stdout.flush()
         return
     out.print(f"best {result.metric} = {result.best_value:.4g} with {result.best_params}")
     out.print(f"best config: {result.best_config_path}")
+
+
+def _katib_options(
+    bundle: Path,
+    profile_path: Path | None,
+    katib_version: str | None,
+    namespace: str | None,
+    dry: bool,
+) -> Any:
+    """KatibOptions for ``kubetrade tune --backend katib`` (ConfigError on a bad choice)."""
+    import os
+    import posixpath
+
+    from kubetrade.components.images import TRAINER_IMAGE
+    from kubetrade.errors import ConfigError
+    from kubetrade.k8s import ClusterTrainingProfile, load_cluster_profile
+    from kubetrade.k8s.versions import check_katib_version
+    from kubetrade.tuning.katib_backend import KatibOptions
+
+    version = check_katib_version(katib_version) if katib_version else None
+    path = profile_path or os.environ.get("KUBETRADE_CLUSTER_PROFILE")
+    if path:
+        profile = load_cluster_profile(path)
+    elif dry:
+        profile = ClusterTrainingProfile(image=TRAINER_IMAGE)
+    else:
+        from kubetrade.pipeline.cluster import resolve_profile
+
+        profile = resolve_profile()
+    if not profile.pvc_name:
+        raise ConfigError(
+            "katib: the cluster profile has no pvc_name; trial pods read the bundle and write "
+            "their results on the shared data volume"
+        )
+    mount = profile.data_mount_path.rstrip("/") or "/"
+    text = bundle.as_posix()
+    on_volume = posixpath.normpath(text if text.startswith("/") else f"{mount}/{text}")
+    if not on_volume.startswith(mount + "/"):
+        raise ConfigError(
+            f"--bundle {text}: trial pods mount the data volume at {mount}; give the bundle's "
+            f"path there (e.g. {mount}/runs/<run>/bundle.npz) or relative to it"
+        )
+    return KatibOptions(
+        profile=profile,
+        namespace=namespace,
+        bundle_path=on_volume,
+        output_root=f"{mount}/tuning",
+        katib_version=version or profile.katib_version,
+    )
 
 
 @app.command()

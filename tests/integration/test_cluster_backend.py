@@ -1,10 +1,11 @@
 """``backend: kubeflow``: the train step as a PyTorchJob, against a fake API server.
 
-No Kubernetes API server can run here, so the API is a fake (the only fake in these
-tests): on the first GET it does what the Training Operator's Master pod would do, i.e.
-runs the container's own arguments through the real trainer entry point
-(``kubetrade.training.run``) on the "volume" (a temp folder standing in for the PVC), then
-reports ``Succeeded``; or it reports ``Failed`` without running anything.
+No Kubernetes API server can run here, so the API is the suite's one fake
+(``FakeKubernetesApi``, tests/conftest.py); its scripted status here does what the
+Training Operator's Master pod would do on the first GET, i.e. runs the container's own
+arguments through the real trainer entry point (``kubetrade.training.run``) on the
+"volume" (a temp folder standing in for the PVC), then reports ``Succeeded``; or it
+reports ``Failed`` without running anything.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import FakeKubernetesApi
 from kubetrade.config import TrainingConfig
 from kubetrade.errors import TrainingError
 from kubetrade.k8s import ClusterTrainingProfile, CustomResourceLauncher
@@ -41,25 +43,19 @@ def _tiny() -> TrainingConfig:
     )
 
 
-class FakeTrainingOperator:
-    """CustomObjectsApi stand-in: runs the Master's args in-process, or fails the job."""
+class FakeTrainingOperator(FakeKubernetesApi):
+    """The fake API with a Training Operator behind it: runs the Master's args in-process."""
 
     def __init__(self, succeed: bool = True) -> None:
+        super().__init__([self._status])
         self.succeed = succeed
-        self.created: list[dict[str, Any]] = []
-        self.deleted: list[str] = []
         self.ran = False
 
-    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **kw):  # type: ignore[no-untyped-def]
-        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
-        self.created.append(body)
-        return body
-
-    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):  # type: ignore[no-untyped-def]
-        job = self.created[-1]
+    def _status(self, fake: FakeKubernetesApi, job: dict[str, Any]) -> dict[str, Any]:
+        assert (job["group"], job["plural"]) == ("kubeflow.org", "pytorchjobs")
         if not self.succeed:
             cond = {"type": "Failed", "status": "True", "reason": "OOMKilled", "message": "boom"}
-            return {**job, "status": {"conditions": [cond]}}
+            return {"status": {"conditions": [cond]}}
         if not self.ran:
             from kubetrade.training.run import main
 
@@ -67,11 +63,7 @@ class FakeTrainingOperator:
             args = master["containers"][0]["args"]
             assert main([*args, "--quiet"]) == 0
             self.ran = True
-        return {**job, "status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
-
-    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):  # type: ignore[no-untyped-def]
-        self.deleted.append(name)
-        return {}
+        return {"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
 
 
 def _setup(tmp_path: Path, succeed: bool) -> tuple[Any, Any, FakeTrainingOperator, Path]:

@@ -1,16 +1,16 @@
 """Static lint of images/*/Dockerfile (no Docker engine runs here or in CI): pinned base
-images, non-root final stage, constraints-driven installs, CPU torch in the base and tuner
-images, a Dockerfile-specific .dockerignore that lets every COPY source through, the tuner's
-kfp-free requirements, and Makefile image tags equal to components/images.py. No fakes."""
+images, non-root final stage, constraints-driven installs, CPU torch in the base image and
+CUDA torch in the trainer, a Dockerfile-specific .dockerignore that lets every COPY source
+through, Makefile image tags equal to components/images.py, and kind building only what it
+uses. No fakes."""
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
+import subprocess
 import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from _k8s_checks import REPO, image_problem
@@ -41,7 +41,7 @@ def _args(instructions: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def test_expected_images_exist() -> None:
-    assert {p.parent.name for p in DOCKERFILES} == {"base", "trainer", "tuner"}
+    assert {p.parent.name for p in DOCKERFILES} == {"base", "trainer"}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -62,11 +62,7 @@ def test_dockerfile_rules(dockerfile: Path) -> None:
     assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]} must be a numeric non-root uid"
     assert uid == "1000"  # matches runAsUser in kubetrade.k8s and the manifests
     runs = " ".join(rest for op, rest in instructions if op == "RUN")
-    if dockerfile.parent.name == "tuner":  # constraints.txt, filtered by requirements.py
-        assert "requirements.py pyproject.toml constraints.txt /tmp/tuner" in runs
-        assert "-c /tmp/tuner/constraints.txt" in runs and "pip install --no-deps ." in runs
-    else:
-        assert "-c constraints.txt" in runs and "pip check" in runs
+    assert "-c constraints.txt" in runs and "pip check" in runs
     assert not any(op == "ADD" for op, _ in instructions), "use COPY, not ADD"
     for op, rest in instructions:
         if op == "COPY" and not rest.startswith("--from"):
@@ -97,53 +93,14 @@ def test_dockerfile_rules(dockerfile: Path) -> None:
 def test_base_image_installs_cpu_torch_only_and_trainer_cuda() -> None:
     base = _args(_instructions(IMAGES / "base" / "Dockerfile"))
     trainer = _args(_instructions(IMAGES / "trainer" / "Dockerfile"))
-    tuner = _args(_instructions(IMAGES / "tuner" / "Dockerfile"))
-    assert base["TORCH_INDEX_URL"] == tuner["TORCH_INDEX_URL"] == CPU_INDEX
+    assert base["TORCH_INDEX_URL"] == CPU_INDEX
     assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu1\d{2}", trainer["TORCH_INDEX_URL"])
     constraints = (REPO / "constraints.txt").read_text()
     pinned = re.search(r"^torch==([\w.]+)$", constraints, re.M)
     assert pinned is not None
-    assert base["TORCH_VERSION"] == trainer["TORCH_VERSION"] == tuner["TORCH_VERSION"]
+    assert base["TORCH_VERSION"] == trainer["TORCH_VERSION"]
     assert base["TORCH_VERSION"] == pinned.group(1)
-    assert base["PYTHON_IMAGE"] == trainer["PYTHON_IMAGE"] == tuner["PYTHON_IMAGE"]
-
-
-def _tuner_requirements() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "tuner_requirements", IMAGES / "tuner" / "requirements.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _names(lines: list[str]) -> set[str]:
-    return {
-        re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0]).lower()
-        for line in lines
-        if line.strip() and not line.startswith("#")
-    }
-
-
-def test_tuner_requirements_drop_kfp_and_pin_katib(tmp_path: Path) -> None:
-    tuner = _args(_instructions(IMAGES / "tuner" / "Dockerfile"))
-    assert re.fullmatch(r"\d+\.\d+\.\d+", tuner["KATIB_SDK_VERSION"])
-    module = _tuner_requirements()
-    katib = f"kubeflow-katib=={tuner['KATIB_SDK_VERSION']}"
-    module.main(str(REPO / "pyproject.toml"), str(REPO / "constraints.txt"), str(tmp_path), katib)
-    requirements = (tmp_path / "requirements.txt").read_text().splitlines()
-    constraints = (tmp_path / "constraints.txt").read_text().splitlines()
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert katib in requirements
-    assert _names(requirements) == (_names(deps) - module.EXCLUDED) | {"kubeflow-katib"}
-    assert not {"kfp", "kfp-kubernetes", "kubeflow-training"} & _names(requirements)
-    # constraints.txt minus the protobuf-bound pins, every other pin unchanged
-    original = [
-        line for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line
-    ]
-    assert "protobuf" not in _names(constraints)
-    assert constraints == [line for line in original if _names([line]) - module.UNPINNED]
+    assert base["PYTHON_IMAGE"] == trainer["PYTHON_IMAGE"]
 
 
 def _makefile_vars() -> dict[str, str]:
@@ -172,15 +129,46 @@ def _image_defaults() -> dict[str, str]:
 def test_makefile_image_tags_match_components_images() -> None:
     make = _makefile_vars()
     defaults = _image_defaults()
-    # TUNER_IMAGE is new: until components/images.py defines it, expect the base's tag
-    defaults.setdefault("TUNER_IMAGE", defaults["BASE_IMAGE"].replace("/base:", "/tuner:"))
-    for name in ("BASE_IMAGE", "TRAINER_IMAGE", "TUNER_IMAGE"):
+    assert set(defaults) == {"BASE_IMAGE", "TRAINER_IMAGE"}
+    for name in ("BASE_IMAGE", "TRAINER_IMAGE"):
         match = re.fullmatch(rf"\$\(or \$\(KUBETRADE_{name}\),(.+)\)", make[name])
         assert match, f"Makefile {name} must honour KUBETRADE_{name}: {make[name]}"
         resolved = match.group(1).replace("$(IMAGE_TAG)", make["IMAGE_TAG"])
         assert resolved == defaults[name], f"Makefile {name}={resolved} != images.py"
         assert image_problem(resolved) is None
     text = (REPO / "Makefile").read_text()
-    for image in ("base", "trainer", "tuner"):
+    for image in ("base", "trainer"):
         assert f"-f images/{image}/Dockerfile" in text
     assert "kind load docker-image" in text and "scripts/kind_e2e.sh" in text
+
+
+def _make_n(*targets: str) -> str:
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", *targets],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )
+    return result.stdout
+
+
+def test_kind_e2e_builds_and_loads_only_the_images_kind_uses() -> None:
+    """Issue #13, defect 14: kind-e2e built and loaded an unused tuner image and the
+    multi-GB CUDA trainer image. What kind runs: the CPU pipeline package (kubetrade compile
+    without --gpu) and the kind overlay's cluster profile (trainer pods, Katib trials)."""
+    script = (REPO / "scripts" / "kind_e2e.sh").read_text()
+    make_calls = re.findall(r"^\s*make ([a-z-]+)", script, re.M)
+    assert make_calls == ["image-base", "kind-load"]
+    dry = _make_n("image-base", "kind-load")
+    built = set(re.findall(r"-f images/(\w+)/Dockerfile", dry))
+    loaded = set(re.findall(r"kind load docker-image \"?\$image\"?|for image in ([^;]+);", dry))
+    assert built == {"base"}
+    loaded_images = {i for group in loaded for i in group.split() if i}
+    assert loaded_images == {"kubetrade/base:0.1.0"}
+    profile = (REPO / "manifests/overlays/kind/cluster-profile/profile.yaml").read_text()
+    assert re.search(r"^image: kubetrade/base:0\.1\.0$", profile, re.M)
+    compiled = (REPO / "pipelines/compiled/kubetrade_training.yaml").read_text()
+    assert set(re.findall(r"image: (\S+)", compiled)) == {"kubetrade/base:0.1.0"}
+    assert not (REPO / "images" / "tuner").exists()

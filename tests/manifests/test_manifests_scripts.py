@@ -49,8 +49,6 @@ def test_e2e_pins_versions_and_uses_existing_files() -> None:
         "manifests/kind/cluster.yaml",
         "manifests/overlays/kind",
         "images/base/Dockerfile",
-        "images/trainer/Dockerfile",
-        "images/tuner/Dockerfile",
     ]:
         assert path in text and (REPO / path).exists()
     assert "trap cleanup EXIT" in text
@@ -66,10 +64,10 @@ def test_e2e_runs_every_step_in_order() -> None:
         r"training-operator\.git/manifests/overlays/standalone\?ref=\$\{TRAINING_OPERATOR_VERSION\}",
         r"katib\.git/manifests/v1beta1/installs/katib-standalone\?ref=\$\{KATIB_VERSION\}",
         r"crd/pytorchjobs\.kubeflow\.org crd/experiments\.kubeflow\.org",
-        r"\n\s*make images ",
+        r"\n\s*make image-base ",
         r"\n\s*make kind-load .*KIND_CLUSTER=",
         r"kubectl apply -k manifests/overlays/kind",
-        r'"\$\{KUBETRADE\}" compile --output',
+        r'"\$\{KUBETRADE\}" compile --kfp-version "\$\{KFP_VERSION\}" --output',
         r"port-forward svc/ml-pipeline-ui",
         r'"\$\{KUBETRADE\}" submit .*--host .*--wait',
         r"get pytorchjobs",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import FakeKubernetesApi
 from kubetrade.config import load_training_config
 from kubetrade.errors import ConfigError, SplitError, TrainingError
 from kubetrade.k8s.launcher import CustomResourceLauncher
@@ -274,7 +276,8 @@ def test_pruner_settings_map_to_optuna() -> None:
 def _trial_args(experiment: dict[str, Any]) -> list[str]:
     spec = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]
     container = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-    return list(container["args"])
+    assert container["command"] == ["sh", "-c"]  # one shell-quoted line (issue #13, defect 12)
+    return shlex.split(container["args"][0])
 
 
 def _hparams(args: list[str], values: dict[str, str]) -> dict[str, Any]:
@@ -292,11 +295,11 @@ def test_katib_experiment_comes_from_the_same_search_space() -> None:
     spec = TuningSpec.from_yaml(SPACE_FILE)
     experiment = build_tuning_experiment(
         spec,
-        KatibOptions(image=IMAGE),
+        KatibOptions(image=IMAGE, run_id="r1"),
         name="hybrid_model_v2",
         base_overrides={"training.max_train_windows": 5000},
     )
-    assert experiment["metadata"]["name"] == "hybrid-model-v2"
+    assert experiment["metadata"]["name"] == "hybrid-model-v2-r1"
     katib = experiment["spec"]
     assert [p["name"] for p in katib["parameters"]] == spec.space.names
     assert katib["parameters"][0]["feasibleSpace"] == {
@@ -338,7 +341,9 @@ def test_katib_experiment_comes_from_the_same_search_space() -> None:
 def test_katib_dry_run_writes_the_yaml(tmp_path: Path) -> None:
     profile = ClusterTrainingProfile(image=IMAGE, namespace="team-a", gpus_per_worker=1)
     pipeline = AdvancedTrainingPipeline(
-        experiment_name="Hybrid Model V2", run_dir=tmp_path, katib=KatibOptions(profile=profile)
+        experiment_name="Hybrid Model V2",
+        run_dir=tmp_path,
+        katib=KatibOptions(profile=profile, run_id="r1"),
     )
     dry = pipeline.optimize_hyperparameters(
         SPACE_FILE, num_trials=8, max_concurrent_trials=2, backend="katib", dry_run=True
@@ -348,7 +353,7 @@ def test_katib_dry_run_writes_the_yaml(tmp_path: Path) -> None:
     loaded = yaml.safe_load(dry.path.read_text())
     assert loaded == dry.experiment == yaml.safe_load(dry.yaml)
     assert loaded["metadata"] == {
-        "name": "hybrid-model-v2",
+        "name": "hybrid-model-v2-r1",
         "namespace": "team-a",
         "labels": {"app.kubernetes.io/part-of": "kubetrade"},
     }
@@ -368,25 +373,6 @@ def test_katib_needs_an_image_and_names_are_sanitised() -> None:
     assert len(katib_experiment_name("a" * 80)) == 40
 
 
-class _FakeExperiments:
-    """Fake API server: the experiment succeeds at once with a best trial."""
-
-    def __init__(self, status: dict[str, Any]) -> None:
-        self.status = status
-        self.created: list[dict[str, Any]] = []
-
-    def create_namespaced_custom_object(self, *args: Any, **kw: Any) -> Any:
-        body = args[4] if len(args) > 4 else kw["body"]
-        self.created.append(body)
-        return body
-
-    def get_namespaced_custom_object(self, *args: Any, **kw: Any) -> Any:
-        return {"metadata": {"name": args[4]}, "status": self.status}
-
-    def delete_namespaced_custom_object(self, *args: Any, **kw: Any) -> Any:
-        return {}
-
-
 def test_katib_run_reads_the_optimal_trial_and_writes_best_config(tmp_path: Path) -> None:
     spec = TuningSpec.from_yaml(SPACE_FILE)
     assignments = {"training.learning_rate": "0.0004", "training.batch_size": "32",
@@ -401,7 +387,7 @@ def test_katib_run_reads_the_optimal_trial_and_writes_best_config(tmp_path: Path
             },
         },
     }  # fmt: skip
-    api = _FakeExperiments(status)
+    api = FakeKubernetesApi([{"status": status}])  # the suite's one fake API (conftest)
     launcher = CustomResourceLauncher.for_experiments(
         api, None, "kubetrade", search_space=spec.space, log=lambda _: None
     )
@@ -409,6 +395,7 @@ def test_katib_run_reads_the_optimal_trial_and_writes_best_config(tmp_path: Path
     result = pipeline.optimize_hyperparameters(SPACE_FILE, backend="katib", launcher=launcher)
     assert isinstance(result, TuningResult)
     assert api.created and api.created[0]["kind"] == "Experiment"
+    assert api.created[0]["plural"] == "experiments"
     assert result.katib_trial == "tune-abc" and result.best_value == 1.4  # max over epochs
     assert result.best_params["hidden_dim"] == 512
     cfg = load_training_config(result.best_config_path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,12 @@ from pydantic import Field, ValidationError, model_validator
 
 from kubetrade.config import StrictModel, format_validation_error
 from kubetrade.errors import ConfigError, TrainingError
-from kubetrade.k8s.pytorchjob import CONTAINER_NAME, build_pytorchjob
+from kubetrade.k8s.pytorchjob import CONTAINER_NAME, build_pytorchjob, current_namespace
+from kubetrade.k8s.versions import (
+    DEFAULT_KATIB_VERSION,
+    check_katib_version,
+    katib_has_distribution,
+)
 
 __all__ = [
     "KATIB_GROUP",
@@ -42,6 +48,7 @@ __all__ = [
     "SUCCESS_CONDITION",
     "FAILURE_CONDITION",
     "TRIAL_NAME_PLACEHOLDER",
+    "EXPERIMENT_LABEL",
     "LogUniform",
     "Uniform",
     "IntRange",
@@ -85,6 +92,8 @@ FAILURE_CONDITION = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 
 #: Put this in trial args to get the trial's own name (e.g. a per-trial output folder).
 TRIAL_NAME_PLACEHOLDER = "${trialParameters.trialName}"
+#: Pod label on every trial pod: the experiment's name (the launcher finds its pods by it).
+EXPERIMENT_LABEL = "kubetrade/experiment"
 _TRIAL_NAME_PARAM = {
     "name": "trialName",
     "reference": "${trialSpec.Name}",
@@ -296,10 +305,30 @@ class SearchSpace:
                 out[name] = CategoricalDistribution(list(p.values))
         return out
 
-    def to_katib_parameters(self) -> list[dict[str, Any]]:
-        """Katib ``spec.parameters`` (feasibleSpace values are strings, as Katib wants)."""
+    def to_katib_parameters(
+        self, katib_version: str = DEFAULT_KATIB_VERSION
+    ) -> list[dict[str, Any]]:
+        """Katib ``spec.parameters`` (feasibleSpace values are strings, as Katib wants).
+
+        Katib v0.17 (Kubeflow 1.9) has no ``feasibleSpace.distribution``: the webhook's Go
+        types drop it and every double is sampled uniformly. For that version a log-scale
+        parameter is a ConfigError (it would silently become uniform) and ``uniform`` is
+        left implicit.
+
+        Raises:
+            ConfigError: a log-scale parameter for a Katib without ``distribution``.
+        """
+        with_distribution = katib_has_distribution(katib_version)
         out: list[dict[str, Any]] = []
         for name, p in self._params.items():
+            if not with_distribution and (
+                isinstance(p, LogUniform) or (isinstance(p, IntRange) and p.log)
+            ):
+                raise ConfigError(
+                    f"parameter {name!r} is log-scale but Katib {katib_version} has no "
+                    "feasibleSpace.distribution (it would be sampled uniformly); use Katib "
+                    ">= v0.18 (Kubeflow 1.10) or make it a 'choice'"
+                )
             space: dict[str, Any]
             if isinstance(p, LogUniform):
                 kind = "double"
@@ -329,6 +358,8 @@ class SearchSpace:
                 space = {
                     "list": [_format_number(v) if not isinstance(v, str) else v for v in p.values]
                 }
+            if not with_distribution:
+                space.pop("distribution", None)
             out.append({"name": name, "parameterType": kind, "feasibleSpace": space})
         return out
 
@@ -477,7 +508,7 @@ def _trial_param_name(name: str, taken: set[str]) -> str:
 def build_experiment(
     name: str,
     *,
-    namespace: str = "kubetrade",
+    namespace: str | None = None,
     search_space: SearchSpace | Mapping[str, Any],
     objective_metric: str = "val_sharpe_ratio",
     mode: Literal["max", "min", "maximize", "minimize"] = "max",
@@ -496,6 +527,8 @@ def build_experiment(
     nproc_per_node: int | None = None,
     job_options: Mapping[str, Any] | None = None,
     resume_policy: Literal["Never", "LongRunning", "FromVolume"] = "Never",
+    katib_version: str = DEFAULT_KATIB_VERSION,
+    param_targets: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Build a Katib ``Experiment`` whose trials are PyTorchJobs.
 
@@ -507,7 +540,8 @@ def build_experiment(
     Args:
         name: experiment name (lower-case, starts with a letter, at most 40 characters so
             Katib's trial and pod names stay valid).
-        namespace: namespace; it must carry ``katib.kubeflow.org/metrics-collector-injection:
+        namespace: namespace (default: the one this process runs in,
+            :func:`~kubetrade.k8s.pytorchjob.current_namespace`); it must carry ``katib.kubeflow.org/metrics-collector-injection:
             enabled`` (``manifests/base`` sets it).
         search_space: a :class:`SearchSpace` or its dict form.
         objective_metric: metric the trainer prints with :func:`format_metric_line`.
@@ -528,10 +562,21 @@ def build_experiment(
             trial, not a retry) and no TTL (Katib cleans up its trials).
         resume_policy: Katib ``resumePolicy`` (``Never`` removes the suggestion service
             when the experiment ends).
+        katib_version: the target Katib (:data:`~kubetrade.k8s.versions.KATIB_VERSIONS`);
+            v0.17 has no ``feasibleSpace.distribution``.
+        param_targets: search-space name -> the flag names its value is passed as (a
+            linked parameter feeds several config paths); default: its own name.
+
+    Every trial pod runs ``sh -c '<command line>'`` with each argument shell-quoted: Katib's
+    metrics collector rewrites the primary container into ``sh -c "<command and args joined
+    with spaces>"`` (``pkg/webhook/v1beta1/pod/utils.go``), so unquoted arguments would be
+    split and interpreted by the shell; workers run the same quoted line.
 
     Raises:
         ConfigError: anything Katib's webhook or suggestion service would reject.
     """
+    katib_version = check_katib_version(katib_version)
+    namespace = namespace or current_namespace()
     if not isinstance(name, str) or len(name) > 40 or not _EXPERIMENT_NAME.match(name):
         raise ConfigError(
             f"experiment name {name!r} is invalid: at most 40 lower-case letters, digits and '-', "
@@ -607,7 +652,8 @@ def build_experiment(
         trial_parameters.append(
             {"name": tp, "reference": pname, "description": f"search-space parameter {pname}"}
         )
-        hparam_args += [param_flag, f"{pname}=${{trialParameters.{tp}}}"]
+        for target in (param_targets or {}).get(pname) or [pname]:
+            hparam_args += [param_flag, f"{target}=${{trialParameters.{tp}}}"]
     args = [str(a) for a in trial_args]
     if any(TRIAL_NAME_PLACEHOLDER in a for a in args):
         trial_parameters.append(dict(_TRIAL_NAME_PARAM))
@@ -621,9 +667,10 @@ def build_experiment(
         "trial",
         args=args + hparam_args,
         include_metadata_name=False,
-        labels={"app.kubernetes.io/component": "tuning-trial"},
+        labels={"app.kubernetes.io/component": "tuning-trial", EXPERIMENT_LABEL: name},
         **options,
     )
+    _shell_quote_containers(trial_spec)
 
     objective: dict[str, Any] = {
         "type": objective_type,
@@ -651,7 +698,7 @@ def build_experiment(
             "collector": {"kind": "StdOut"},
             "source": {"filter": {"metricsFormat": [KATIB_METRIC_REGEX]}},
         },
-        "parameters": space.to_katib_parameters(),
+        "parameters": space.to_katib_parameters(katib_version),
         "trialTemplate": {
             "primaryContainerName": CONTAINER_NAME,
             "primaryPodLabels": {"training.kubeflow.org/job-role": "master"},
@@ -673,6 +720,15 @@ def build_experiment(
         },
         "spec": spec,
     }
+
+
+def _shell_quote_containers(job: dict[str, Any]) -> None:
+    """Turn every replica's ``command + args`` into ``sh -c '<quoted command line>'``."""
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        for container in replica["template"]["spec"]["containers"]:
+            argv = [*container.get("command", []), *container.get("args", [])]
+            container["command"] = ["sh", "-c"]
+            container["args"] = [shlex.join(argv)]
 
 
 def _check_algorithm(

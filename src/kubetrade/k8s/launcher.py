@@ -10,6 +10,13 @@ watching: a poll survives API-server restarts and proxy timeouts without re-list
 and it is what lets the tests drive it with scripted statuses. While a PyTorchJob runs,
 the master pod's new log lines are forwarded to ``log`` on every poll.
 
+It also fails fast, in one line naming the pod and the reason, when a pod of the job cannot
+start (:func:`pod_problem`: ImagePullBackOff, ErrImagePull, CreateContainerConfigError,
+Unschedulable, an unbound or missing PVC) instead of waiting out the deadline. A resource
+it creates is owned by the pipeline step's pod (``ownerReferences``, from the downward-API
+variables ``POD_NAME``/``POD_UID``), so deleting the step's pod (a cancelled KFP run)
+garbage-collects it; on SIGTERM the run helpers delete it at once.
+
 Clock and sleep are injectable so tests run instantly::
 
     launcher = CustomResourceLauncher.for_pytorchjobs(custom_api, core_api, "kubetrade")
@@ -19,15 +26,21 @@ Clock and sleep are injectable so tests run instantly::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubetrade.errors import TrainingError
 from kubetrade.k8s.katib import (
     EXPERIMENT_KIND,
+    EXPERIMENT_LABEL,
     EXPERIMENT_PLURAL,
     KATIB_GROUP,
     KATIB_VERSION,
@@ -42,6 +55,7 @@ from kubetrade.k8s.pytorchjob import (
     PYTORCHJOB_KIND,
     PYTORCHJOB_PLURAL,
     PYTORCHJOB_VERSION,
+    current_namespace,
 )
 
 __all__ = [
@@ -53,6 +67,10 @@ __all__ = [
     "run_pytorchjob",
     "run_experiment",
     "master_pod_selector",
+    "pod_problem",
+    "owner_reference",
+    "delete_on_sigterm",
+    "Terminated",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,6 +120,111 @@ def master_pod_selector(job_name: str) -> str:
     return f"training.kubeflow.org/job-name={job_name},training.kubeflow.org/replica-type=master"
 
 
+def pods_selector(kind: str, name: str) -> str:
+    """Label selector of every pod of a PyTorchJob (operator label) or of an Experiment's
+    trials (:data:`~kubetrade.k8s.katib.EXPERIMENT_LABEL`, set by build_experiment)."""
+    if kind == EXPERIMENT_KIND:
+        return f"{EXPERIMENT_LABEL}={name}"
+    return f"training.kubeflow.org/job-name={name}"
+
+
+#: Seconds a pod may stay Unschedulable before waiting fails (autoscaler, PVC provisioning).
+UNSCHEDULABLE_GRACE_S = 120.0
+
+#: Container waiting reasons that do not fix themselves.
+FATAL_WAITING_REASONS = (
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+)
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    return " ".join(str(text or "").split())[:limit]
+
+
+def pod_problem(pod: Mapping[str, Any]) -> str | None:
+    """Why ``pod`` (a Pod object as the API server returns it, JSON) cannot run, or None.
+
+    One line naming the pod and the reason: a container waiting on ImagePullBackOff /
+    ErrImagePull / CreateContainerConfigError (a missing Secret or key), or the scheduler's
+    ``PodScheduled=False, Unschedulable`` (which covers a missing or unbound PVC:
+    ``persistentvolumeclaim "x" not found``, ``unbound immediate PersistentVolumeClaims``).
+    """
+    meta = pod.get("metadata") or {}
+    where = f"pod {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    for cs in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in FATAL_WAITING_REASONS:
+            detail = _one_line(waiting.get("message")) or f"image {cs.get('image', '?')}"
+            return f"{where}: container {cs.get('name', '?')} {reason}: {detail}"
+    for cond in status.get("conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and str(cond.get("status")) == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            return f"{where}: Unschedulable: {_one_line(cond.get('message'))}"
+    return None
+
+
+def _as_json(obj: Any) -> Any:
+    """An API response as plain JSON: raw (``_preload_content=False``), dict or model."""
+    data = getattr(obj, "data", None)
+    if isinstance(data, bytes | str) and not isinstance(obj, Mapping):
+        return json.loads(data)
+    if isinstance(obj, Mapping) or obj is None:
+        return obj
+    from kubernetes.client import ApiClient
+
+    return ApiClient().sanitize_for_serialization(obj)
+
+
+def owner_reference(
+    core: CoreV1ApiLike | None = None,
+    namespace: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The ``ownerReference`` to this process's pod, or None outside a pod.
+
+    ``POD_NAME`` and ``POD_UID`` come from the downward API (the compiled pipeline sets them
+    on the train and tune tasks with kfp-kubernetes ``use_field_path_as_env``); without
+    ``POD_UID`` the pod named ``$HOSTNAME`` is read through the API (in a pod only). None
+    when ``namespace`` (where the resource goes) is not this pod's namespace.
+    """
+    env = os.environ if env is None else env
+    if namespace is not None and namespace != current_namespace():
+        # An owner must live in the dependent's namespace: the garbage collector would take
+        # a reference to a pod of another namespace for a deleted owner and delete the job.
+        logger.info("creating in %s, not this pod's namespace: the resource is unowned", namespace)
+        return None
+    name, uid = env.get("POD_NAME"), env.get("POD_UID")
+    if not uid and core is not None and env.get("KUBERNETES_SERVICE_HOST"):
+        name = name or env.get("HOSTNAME")
+        try:
+            pod = _as_json(
+                core.read_namespaced_pod(  # type: ignore[attr-defined]
+                    name, namespace or current_namespace(), _preload_content=False
+                )
+            )
+            uid = (pod.get("metadata") or {}).get("uid")
+        except Exception as exc:  # no RBAC, not a pod: run unowned
+            logger.debug("cannot read own pod %s: %s", name, exc)
+            uid = None
+    if not (name and uid):
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}
+
+
 def _status_code(exc: BaseException) -> int | None:
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) else None
@@ -147,6 +270,8 @@ class CustomResourceLauncher:
         sleep: ``time.sleep``.
         log: receives progress messages and the master pod's log lines.
         search_space: casts an Experiment's best-trial parameters back to their types.
+        owner: an ``ownerReference`` (:func:`owner_reference`) put on what :meth:`create`
+            creates, so it is garbage-collected with its owner.
     """
 
     def __init__(
@@ -163,7 +288,9 @@ class CustomResourceLauncher:
         sleep: Callable[[float], None] = time.sleep,
         log: Callable[[str], None] | None = None,
         search_space: SearchSpace | None = None,
+        owner: Mapping[str, Any] | None = None,
     ) -> None:
+        self.owner = dict(owner) if owner else None
         self.api = api
         self.core = core
         self.group = group
@@ -217,6 +344,13 @@ class CustomResourceLauncher:
                 f"{self.kind} {name} is for namespace {metadata['namespace']!r} but this launcher "
                 f"creates in {self.namespace!r}"
             )
+        if self.owner:
+            refs = [
+                r
+                for r in metadata.get("ownerReferences") or []
+                if r.get("uid") != self.owner["uid"]
+            ]
+            metadata["ownerReferences"] = [*refs, dict(self.owner)]
         body["metadata"] = metadata
         try:
             created = self.api.create_namespaced_custom_object(
@@ -284,6 +418,7 @@ class CustomResourceLauncher:
         delete_on_timeout: bool = True,
         stall_polls: int = 60,
         max_api_errors: int = 10,
+        unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
     ) -> WaitResult:
         """Poll until the resource reaches a terminal state.
 
@@ -291,11 +426,14 @@ class CustomResourceLauncher:
             name: the resource's name.
             deadline_s: give up after this many seconds (measured by ``clock``).
             poll_s: seconds between polls.
-            delete_on_timeout: delete the resource when the deadline passes (stops paying for
-                GPUs nobody waits for).
+            delete_on_timeout: delete the resource when the deadline passes or a pod cannot
+                start (stops paying for GPUs nobody waits for).
             stall_polls: Experiments only: fail when the trial counters have not moved for this
                 many polls (set it above the longest trial's duration / ``poll_s``).
             max_api_errors: consecutive failed GETs (API server hiccups) tolerated.
+            unschedulable_grace_s: how long a pod may stay Unschedulable before the wait
+                fails (a node autoscaler adding a GPU node, a PVC being provisioned); image
+                pull and container config errors fail at once.
 
         Returns:
             The :class:`WaitResult` of a ``Succeeded`` resource (for an Experiment with
@@ -303,7 +441,8 @@ class CustomResourceLauncher:
 
         Raises:
             TrainingError: it failed (with the operator's message and the master's last log
-                lines), stalled, vanished, or did not finish before the deadline.
+                lines), stalled, vanished, did not finish before the deadline, or one of its
+                pods cannot start (:func:`pod_problem`, one line).
         """
         if deadline_s <= 0 or poll_s <= 0:
             raise TrainingError(f"deadline_s and poll_s must be > 0, got {deadline_s}, {poll_s}")
@@ -313,6 +452,7 @@ class CustomResourceLauncher:
         last_state = ""
         last_progress: Any = None
         unchanged = 0
+        unschedulable_since: dict[str, float] = {}
         obj: dict[str, Any] = {}
         while True:
             polls += 1
@@ -342,6 +482,13 @@ class CustomResourceLauncher:
                     return self._succeeded(name, obj, elapsed, polls)
                 if terminal is not None:
                     raise TrainingError(self._failure_message(name, obj, terminal, tail))
+                problem = self._pod_problem(name, unschedulable_since, unschedulable_grace_s)
+                if problem is not None:
+                    deleted = self.delete(name) if delete_on_timeout else False
+                    raise TrainingError(
+                        f"{self._describe(name)} cannot run: {problem}"
+                        + ("; it was deleted" if deleted else "")
+                    )
                 if self.kind == EXPERIMENT_KIND:
                     progress = experiment_progress(obj)
                     if progress != last_progress:
@@ -404,17 +551,40 @@ class CustomResourceLauncher:
         return text
 
     # ------------------------------------------------------------ pod logs
-    def _master_pod(self, name: str) -> Any | None:
+    def _list_pods(self, selector: str) -> list[dict[str, Any]]:
         if self.core is None:
-            return None
+            return []
         try:
-            pods = self.core.list_namespaced_pod(
-                self.namespace, label_selector=master_pod_selector(name)
+            raw = self.core.list_namespaced_pod(
+                self.namespace, label_selector=selector, _preload_content=False
             )
+            pods = _as_json(raw) or {}
         except Exception as exc:
-            logger.debug("listing master pod of %s failed: %s", name, exc)
-            return None
-        items = list(getattr(pods, "items", None) or [])
+            logger.debug("listing pods %s failed: %s", selector, exc)
+            return []
+        return [dict(p) for p in pods.get("items") or [] if isinstance(p, Mapping)]
+
+    def _pod_problem(self, name: str, since: dict[str, float], grace_s: float) -> str | None:
+        """The first pod problem that is fatal now (Unschedulable only after ``grace_s``)."""
+        now = self.clock()
+        seen: set[str] = set()
+        for pod in self._list_pods(pods_selector(self.kind, name)):
+            problem = pod_problem(pod)
+            if problem is None:
+                continue
+            if ": Unschedulable: " not in problem:
+                return problem
+            key = str((pod.get("metadata") or {}).get("name"))
+            seen.add(key)
+            first = since.setdefault(key, now)
+            if now - first >= grace_s:
+                return f"{problem} (for {now - first:.0f} s)"
+        for key in set(since) - seen:  # scheduled meanwhile
+            del since[key]
+        return None
+
+    def _master_pod(self, name: str) -> dict[str, Any] | None:
+        items = self._list_pods(master_pod_selector(name))
         return items[0] if items else None
 
     def _stream_master_log(self, name: str, tail: _LogTail, *, flush: bool = False) -> None:
@@ -426,7 +596,7 @@ class CustomResourceLauncher:
         pod = self._master_pod(name)
         if pod is None or self.core is None:
             return
-        pod_name = pod.metadata.name
+        pod_name = pod["metadata"]["name"]
         try:
             # _preload_content=False returns the raw bytes: with preloading, the client
             # deserializes the body and can mangle log lines that look like JSON.
@@ -456,26 +626,59 @@ class CustomResourceLauncher:
         del tail.lines[:-200]
 
     def _master_termination(self, name: str) -> str:
-        pod = self._master_pod(name)
-        statuses = getattr(getattr(pod, "status", None), "container_statuses", None) or []
-        for status in statuses:
-            if status.name != CONTAINER_NAME:
+        pod = self._master_pod(name) or {}
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != CONTAINER_NAME:
                 continue
-            state = status.state
-            term = getattr(state, "terminated", None) or getattr(
-                status.last_state, "terminated", None
-            )
-            if term is not None:
-                parts = [f"exit code {term.exit_code}"]
-                if term.reason:
-                    parts.append(str(term.reason))
-                if term.message:
-                    parts.append(str(term.message).strip()[:500])
+            state = status.get("state") or {}
+            term = state.get("terminated") or (status.get("lastState") or {}).get("terminated")
+            if term:
+                parts = [f"exit code {term.get('exitCode')}"]
+                if term.get("reason"):
+                    parts.append(str(term["reason"]))
+                if term.get("message"):
+                    parts.append(str(term["message"]).strip()[:500])
                 return ", ".join(parts)
-            waiting = getattr(state, "waiting", None)
-            if waiting is not None and waiting.reason:
-                return f"waiting: {waiting.reason} {waiting.message or ''}".strip()
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason"):
+                return f"waiting: {waiting['reason']} {waiting.get('message') or ''}".strip()
         return ""
+
+
+class Terminated(BaseException):
+    """SIGTERM while waiting (a BaseException, so API-error retries do not swallow it)."""
+
+
+@contextlib.contextmanager
+def delete_on_sigterm(launcher: CustomResourceLauncher, name: str) -> Iterator[None]:
+    """While waiting: SIGTERM (a cancelled KFP run stops the step's pod) or Ctrl-C deletes
+    the resource ``name`` before the process ends, then raises TrainingError (SIGTERM) or
+    re-raises KeyboardInterrupt. The previous SIGTERM handler is restored afterwards; off the
+    main thread (where Python cannot set handlers) only KeyboardInterrupt is handled."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_term) if main else None
+    try:
+        try:
+            yield
+        except (Terminated, KeyboardInterrupt) as exc:
+            try:
+                deleted = launcher.delete(name)
+            except TrainingError as err:
+                logger.warning("could not delete %s: %s", name, err)
+                deleted = False
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise TrainingError(
+                f"{launcher._describe(name)}: SIGTERM received while waiting"
+                + ("; it was deleted" if deleted else "")
+            ) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------- real clients
@@ -507,16 +710,26 @@ def run_pytorchjob(
     poll_s: float = 10.0,
     launcher: CustomResourceLauncher | None = None,
     delete_on_timeout: bool = True,
+    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
 ) -> WaitResult:
-    """Create ``job`` and wait for it; raises TrainingError unless it succeeds."""
-    namespace = (job.get("metadata") or {}).get("namespace") or "kubetrade"
+    """Create ``job`` (owned by this pod) and wait for it; raises TrainingError unless it
+    succeeds. SIGTERM while waiting deletes the job."""
+    namespace = (job.get("metadata") or {}).get("namespace") or current_namespace()
     if launcher is None:
         api, core = kube_clients()
-        launcher = CustomResourceLauncher.for_pytorchjobs(api, core, namespace)
-    launcher.create(job)
-    return launcher.wait(
-        job["metadata"]["name"], deadline_s, poll_s, delete_on_timeout=delete_on_timeout
-    )
+        launcher = CustomResourceLauncher.for_pytorchjobs(
+            api, core, namespace, owner=owner_reference(core, namespace)
+        )
+    name = job["metadata"]["name"]
+    with delete_on_sigterm(launcher, name):
+        launcher.create(job)
+        return launcher.wait(
+            name,
+            deadline_s,
+            poll_s,
+            delete_on_timeout=delete_on_timeout,
+            unschedulable_grace_s=unschedulable_grace_s,
+        )
 
 
 def run_experiment(
@@ -527,17 +740,29 @@ def run_experiment(
     stall_polls: int = 60,
     search_space: SearchSpace | None = None,
     launcher: CustomResourceLauncher | None = None,
+    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
 ) -> BestTrial:
-    """Create a Katib Experiment, wait for it and return its best trial."""
-    namespace = (experiment.get("metadata") or {}).get("namespace") or "kubetrade"
+    """Create a Katib Experiment (owned by this pod), wait for it and return its best trial.
+    SIGTERM while waiting deletes the experiment (and with it its trials)."""
+    namespace = (experiment.get("metadata") or {}).get("namespace") or current_namespace()
     if launcher is None:
         api, core = kube_clients()
         launcher = CustomResourceLauncher.for_experiments(
-            api, core, namespace, search_space=search_space
+            api,
+            core,
+            namespace,
+            search_space=search_space,
+            owner=owner_reference(core, namespace),
         )
-    launcher.create(experiment)
-    result = launcher.wait(
-        experiment["metadata"]["name"], deadline_s, poll_s, stall_polls=stall_polls
-    )
+    name = experiment["metadata"]["name"]
+    with delete_on_sigterm(launcher, name):
+        launcher.create(experiment)
+        result = launcher.wait(
+            name,
+            deadline_s,
+            poll_s,
+            stall_polls=stall_polls,
+            unschedulable_grace_s=unschedulable_grace_s,
+        )
     assert result.best_trial is not None  # _succeeded guarantees it
     return result.best_trial

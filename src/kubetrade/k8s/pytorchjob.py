@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubetrade.config import StrictModel, load_yaml_model
 from kubetrade.errors import ConfigError
@@ -43,6 +43,7 @@ __all__ = [
     "PYTORCHJOB_PLURAL",
     "PYTORCHJOB_KIND",
     "CONTAINER_NAME",
+    "POD_ANNOTATIONS",
     "MASTER_PORT",
     "TRAINER_MODULE",
     "SecretRef",
@@ -68,6 +69,8 @@ MASTER_PORT = 23456
 TRAINER_MODULE = "kubetrade.training.run"
 RUN_AS_USER = 1000
 PROFILE_CONFIGMAP = "kubetrade-cluster-profile"
+#: Annotations of every trainer/trial pod (no Istio sidecar: see build_pytorchjob).
+POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
 PROFILE_KEY = "profile.yaml"
 _SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -155,6 +158,24 @@ class ClusterTrainingProfile(StrictModel):
         default=6 * 3600, gt=0, description="launcher gives up after this"
     )
     poll_s: float = Field(default=10.0, gt=0)
+    unschedulable_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="a pod may stay Unschedulable this long before the step fails (raise it "
+        "on node pools that autoscale, e.g. GPU nodes that take minutes to join)",
+    )
+    katib_version: str = Field(
+        default="v0.18.0",
+        description="the cluster's Katib (kubetrade.k8s.versions.KATIB_VERSIONS); v0.17.0 "
+        "(Kubeflow 1.9) has no feasibleSpace.distribution",
+    )
+
+    @field_validator("katib_version")
+    @classmethod
+    def _known_katib(cls, value: str) -> str:
+        from kubetrade.k8s.versions import check_katib_version
+
+        return check_katib_version(value)
 
     def job_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`build_pytorchjob` that this profile sets."""
@@ -391,8 +412,13 @@ def build_pytorchjob(
             must omit them; Katib names each job after its trial).
 
     Returns:
-        The PyTorchJob dict. ``cleanPodPolicy`` is ``None`` so a failed master's log can
-        still be read after the job ends.
+        The PyTorchJob dict. ``cleanPodPolicy`` is ``Running``: pods still running when the
+        job ends (a worker of an early-stopped Katib trial) are deleted, finished ones are
+        kept so a failed master's log can still be read. Pods carry
+        ``sidecar.istio.io/inject: "false"`` (:data:`POD_ANNOTATIONS`): the Training
+        Operator's docs require it in Istio-injected Kubeflow profile namespaces, where a
+        sidecar keeps a finished pod running and blocks the rendezvous; it is inert
+        elsewhere.
 
     Raises:
         ConfigError: a value the API server or the operator would reject, or a GPU/process
@@ -518,13 +544,18 @@ def build_pytorchjob(
         return {
             "replicas": replicas,
             "restartPolicy": restart_policy,
-            "template": {"metadata": {"labels": dict(all_labels)}, "spec": _deep_copy(pod_spec)},
+            "template": {
+                "metadata": {"labels": dict(all_labels), "annotations": dict(POD_ANNOTATIONS)},
+                "spec": _deep_copy(pod_spec),
+            },
         }
 
     replica_specs = {"Master": replica(1)}
     if num_workers:
         replica_specs["Worker"] = replica(num_workers)
-    run_policy: dict[str, Any] = {"backoffLimit": backoff_limit, "cleanPodPolicy": "None"}
+    # Running: when the job ends (succeeded, failed, or a Katib trial early-stopped through
+    # its master) pods still running (workers) are deleted; finished pods stay for their logs.
+    run_policy: dict[str, Any] = {"backoffLimit": backoff_limit, "cleanPodPolicy": "Running"}
     if active_deadline_seconds is not None:
         run_policy["activeDeadlineSeconds"] = active_deadline_seconds
     if ttl_seconds_after_finished is not None:

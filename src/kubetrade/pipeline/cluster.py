@@ -130,7 +130,11 @@ def train_on_cluster(
         flush=True,
     )
     run_pytorchjob(
-        job, deadline_s=profile.wait_deadline_s, poll_s=profile.poll_s, launcher=launcher
+        job,
+        deadline_s=profile.wait_deadline_s,
+        poll_s=profile.poll_s,
+        launcher=launcher,
+        unschedulable_grace_s=profile.unschedulable_grace_s,
     )
     result_file = out / RESULT_NAME
     if not result_file.is_file():
@@ -159,4 +163,6 @@ def katib_options(profile: Any, key: str, bundle_path: str | Path, training: Tra
         config_path=str(config),
         output_root=str(stage / "tuning"),
         deadline_s=profile.wait_deadline_s,
+        run_id=re.sub(r"[^a-z0-9]", "", key.lower())[:8] or uuid.uuid4().hex[:8],
+        katib_version=profile.katib_version,
     )

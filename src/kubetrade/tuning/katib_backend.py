@@ -4,7 +4,8 @@ Every trial is a PyTorchJob running ``kubetrade.training.run`` with the trial's 
 ``--hparam <config.path>=<value>`` flags. Katib names its parameters after the search space
 (``hidden_dim``, ``training.learning_rate``); a linked parameter's flag is repeated for each
 of its config paths, all fed by the same ``${trialParameters.hidden_dim}``, so the trainer
-only ever sees dotted config paths. The tuning-only settings (``training.num_epochs = max_t``,
+only ever sees dotted config paths. The trial pods run the whole command line shell-quoted
+in ``sh -c`` (Katib's metrics collector joins it into one anyway). The tuning-only settings (``training.num_epochs = max_t``,
 ``training.monitor``), the spec's ``fixed`` values and the caller's base overrides are plain
 ``--hparam`` flags too.
 
@@ -17,6 +18,7 @@ finished ones from epoch ``pruner.grace_period`` on.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +26,15 @@ from typing import Any
 import yaml
 
 from kubetrade.errors import ConfigError
+from kubetrade.k8s import goyaml
 from kubetrade.k8s.katib import (
     TRIAL_NAME_PLACEHOLDER,
     BestTrial,
     MedianStop,
     build_experiment,
 )
-from kubetrade.k8s.pytorchjob import ClusterTrainingProfile
+from kubetrade.k8s.pytorchjob import ClusterTrainingProfile, current_namespace
+from kubetrade.k8s.versions import DEFAULT_KATIB_VERSION
 from kubetrade.tuning.spec import TuningSpec
 
 __all__ = [
@@ -51,7 +55,8 @@ class KatibOptions:
 
     Args:
         image: trainer image (or ``profile.image``).
-        namespace: namespace (or ``profile.namespace``; default ``kubetrade``).
+        namespace: namespace (or ``profile.namespace``; default: the namespace this process
+            runs in, where the trial PyTorchJobs go too).
         bundle_path: the dataset bundle inside the trial pod (on the data PVC).
         config_path: training config inside the image (``/app/config`` is baked in).
         output_root: each trial writes to ``<output_root>/<trial name>``.
@@ -59,6 +64,9 @@ class KatibOptions:
         deadline_s: give up waiting for the experiment after this long.
         poll_s: seconds between status polls.
         stall_polls: fail when trial counters have not moved for this many polls.
+        katib_version: target Katib (``kubetrade.k8s.versions.KATIB_VERSIONS``).
+        run_id: suffix that makes the Experiment name unique to this run (default: random),
+            so a rerun or a retry does not collide with the last one (409).
     """
 
     image: str | None = None
@@ -71,17 +79,27 @@ class KatibOptions:
     poll_s: float = 30.0
     stall_polls: int = 120
     extra_args: list[str] = field(default_factory=list)
+    katib_version: str = DEFAULT_KATIB_VERSION
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def resolved_namespace(self) -> str:
-        return self.namespace or (self.profile.namespace if self.profile else None) or "kubetrade"
+        profile_ns = self.profile.namespace if self.profile else None
+        return self.namespace or profile_ns or current_namespace()
 
 
-def katib_experiment_name(name: str) -> str:
-    """A Katib-valid experiment name (lower-case DNS label, at most 40 characters)."""
+def katib_experiment_name(name: str, run_id: str | None = None) -> str:
+    """A Katib-valid experiment name (lower-case DNS label, at most 40 characters).
+
+    With ``run_id`` the name ends in ``-<run_id>`` (kept whole, the prefix is cut instead).
+    """
     slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     slug = re.sub(r"-{2,}", "-", slug)
     if not slug or not slug[0].isalpha():
         slug = f"tune-{slug}".rstrip("-")
+    if run_id:
+        suffix = re.sub(r"[^a-z0-9]+", "", run_id.lower())[:12]
+        if suffix:
+            return f"{slug[: 39 - len(suffix)].rstrip('-')}-{suffix}"
     return slug[:40].rstrip("-")
 
 
@@ -106,7 +124,16 @@ def build_tuning_experiment(
         ConfigError: no image, or anything :func:`~kubetrade.k8s.katib.build_experiment`
             rejects.
     """
-    job_options: dict[str, Any] = options.profile.job_kwargs() if options.profile else {}
+    profile = options.profile
+    if profile is None:
+        if not options.image:
+            raise ConfigError(
+                "Katib tuning needs a trainer image: pass image=... or a cluster profile"
+            )
+        # The defaults of a cluster profile: the shared data claim kubetrade-data mounted at
+        # /data and the service account kubetrade-trainer (manifests/base creates both).
+        profile = ClusterTrainingProfile(image=options.image)
+    job_options: dict[str, Any] = profile.job_kwargs()
     job_options.pop("namespace", None)
     image = options.image or job_options.pop("image", None)
     job_options.pop("image", None)
@@ -132,7 +159,7 @@ def build_tuning_experiment(
     if spec.katib.algorithm in ("tpe", "random", "multivariate-tpe"):
         settings["random_state"] = spec.sampler.seed
     experiment = build_experiment(
-        katib_experiment_name(name),
+        katib_experiment_name(name, options.run_id),
         namespace=options.resolved_namespace(),
         search_space=spec.space,
         objective_metric=objective.metric,
@@ -149,42 +176,16 @@ def build_tuning_experiment(
         trial_args=args,
         param_flag=PARAM_FLAG,
         job_options=job_options,
+        katib_version=options.katib_version,
+        param_targets={name: list(spec.targets(name)) for name in spec.space},
     )
-    _expand_links(experiment, spec)
     return experiment
 
 
-def _expand_links(experiment: dict[str, Any], spec: TuningSpec) -> None:
-    """Rewrite ``--hparam hidden_dim=${trialParameters.hidden_dim}`` into one flag per path."""
-    template = experiment["spec"]["trialTemplate"]
-    refs = {tp["reference"]: tp["name"] for tp in template["trialParameters"]}
-    replacements: dict[str, list[str]] = {}
-    for name in spec.space:
-        placeholder = f"${{trialParameters.{refs[name]}}}"
-        expanded: list[str] = []
-        for target in spec.targets(name):
-            expanded += [PARAM_FLAG, f"{target}={placeholder}"]
-        replacements[f"{name}={placeholder}"] = expanded
-
-    def rewrite(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {key: rewrite(value) for key, value in node.items()}
-        if isinstance(node, list):
-            out: list[Any] = []
-            for item in node:
-                if isinstance(item, str) and item in replacements and out[-1:] == [PARAM_FLAG]:
-                    out[-1:] = replacements[item]
-                else:
-                    out.append(rewrite(item))
-            return out
-        return node
-
-    template["trialSpec"] = rewrite(template["trialSpec"])
-
-
 def experiment_yaml(experiment: Mapping[str, Any]) -> str:
-    """The Experiment as ``kubectl apply -f``-ready YAML."""
-    return yaml.safe_dump(dict(experiment), sort_keys=False, width=100)
+    """The Experiment as ``kubectl apply -f``-ready YAML: every string that go-yaml v2 (what
+    kubectl and the API server use) would read as a number or boolean is quoted."""
+    return goyaml.dump(dict(experiment))
 
 
 def run_katib(
@@ -207,4 +208,7 @@ def run_katib(
         stall_polls=options.stall_polls,
         search_space=spec.space,
         launcher=launcher,
+        unschedulable_grace_s=(
+            options.profile.unschedulable_grace_s if options.profile is not None else 120.0
+        ),
     )
