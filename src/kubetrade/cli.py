@@ -436,6 +436,9 @@ def submit(
         bool, typer.Option("--dry-run", help="print the API calls it would make; send nothing")
     ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.01, help="seconds between get_run calls with --wait")
+    ] = 10.0,
 ) -> None:
     """Submit the compiled pipeline to Kubeflow Pipelines: a run, or a pipeline version + run /
     recurring run (the CI loop: .github/workflows/pipeline.yml)."""
@@ -471,7 +474,7 @@ def submit(
         )
     on_state = lambda s: console.print(f"run state: {s}")  # noqa: E731
     if pipeline_name:
-        info = sm.execute_plan(plan, on_state=on_state)
+        info = sm.execute_plan(plan, on_state=on_state, poll_s=poll_interval)
         head = f"pipeline {info['pipeline_id']} version {version_name} ({info['version']})"
         if "recurring" in info:
             out.print(
@@ -483,7 +486,7 @@ def submit(
         return
     info = sm.submit_pipeline(
         package, host, ns, experiment, params, run_name=run_name, wait=wait,
-        on_state=on_state, auth=auth,
+        on_state=on_state, auth=auth, poll_s=poll_interval,
     )  # fmt: skip
     out.print(f"run {info['run_id']}: {info['state']}", soft_wrap=True)
 

@@ -483,7 +483,7 @@ def describe_plan(plan: SubmitPlan) -> list[str]:
     else:
         steps.append(f"POST {api}/runs: run {plan.run_name!r}")
         if plan.wait:
-            steps.append(f"GET  {api}/runs/{{run_id}}: every 10 s until it ends (retried)")
+            steps.append(f"GET  {api}/runs/{{run_id}}: until it ends (retried on a dropped connection)")
     return lines + [f"{i}. {step}" for i, step in enumerate(steps, 1)]
 
 
