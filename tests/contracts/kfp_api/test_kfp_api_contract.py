@@ -72,7 +72,9 @@ def test_stand_in_rejects_what_the_api_rejects():
         assert _post(f"{base}/pipelines/publish", {})[0] == 405  # GET/DELETE {pipeline_id} only
         assert _post(f"{base}/experiments", {"display_name": "e"})[0] == 409
         # an upload without the declared multipart field
-        status, err = _post(f"{base}/pipelines/upload", b"--b--\r\n", "multipart/form-data; boundary=b")
+        status, err = _post(
+            f"{base}/pipelines/upload", b"--b--\r\n", "multipart/form-data; boundary=b"
+        )
         assert status == 400 and "uploadfile" in err["message"]
 
 
@@ -144,7 +146,14 @@ def test_recurring_run_is_created_kept_and_updated(capsys):
 
 def test_multi_user_needs_a_namespace_and_a_credential(capsys, monkeypatch):
     with KfpApiServer(cookie=COOKIE, multi_user=True) as api:
-        common = ["--host", api.url, "--pipeline-name", "kubetrade-training", "--version-name", "v1"]
+        common = [
+            "--host",
+            api.url,
+            "--pipeline-name",
+            "kubetrade-training",
+            "--version-name",
+            "v1",
+        ]
         code, out, err = _kt(capsys, *common, "--cookie", COOKIE)
         assert code != 0
         assert len(err.strip().splitlines()) == 1 and "multi-user: pass --namespace" in err
