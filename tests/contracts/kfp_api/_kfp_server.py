@@ -35,6 +35,8 @@ import jsonschema
 import yaml
 
 UPSTREAM = Path(__file__).resolve().parent / "upstream"
+# API tag -> folder of its swagger files: 2.16.1 (the kind pin), 2.5.0 (Kubeflow 1.10)
+TAGS = {"2.16.1": UPSTREAM, "2.5.0": UPSTREAM / "2.5.0"}
 SPEC_FILES = ("run", "pipeline", "pipeline.upload", "experiment", "recurring_run", "healthz")
 MAX_BODY = 32 * 1024 * 1024
 INT64 = {"int64", "uint64"}
@@ -68,11 +70,16 @@ class Operation:
         return {p["name"]: p for p in self.spec.get("parameters", []) if p["in"] == where}
 
 
-def load_contract() -> list[Operation]:
+def load_contract(tag: str = "2.16.1") -> list[Operation]:
     ops: list[Operation] = []
     for name in SPEC_FILES:
-        doc = json.loads((UPSTREAM / f"{name}.swagger.json").read_text())
+        doc = json.loads((TAGS[tag] / f"{name}.swagger.json").read_text())
         definitions = _strict(doc.get("definitions", {}))
+        runtime = definitions.get("v2beta1RuntimeConfig", {}).get("properties", {})
+        if runtime.get("parameters", {}).get("additionalProperties") == {"type": "object"}:
+            # KFP <= 2.5's generator wrote google.protobuf.Value as "type: object"; the server's
+            # protojson takes any JSON value there (2.14+ files say so: additionalProperties {}).
+            runtime["parameters"]["additionalProperties"] = {}
         for template, methods in doc["paths"].items():
             pattern = re.sub(
                 r"\{(\w+)\}",
@@ -120,8 +127,10 @@ class KfpApiServer:
         multi_user: bool = False,
         run_states: tuple[str, ...] = ("PENDING", "RUNNING", "SUCCEEDED"),
         lifetime_s: float = 120.0,
+        tag: str = "2.16.1",
     ) -> None:
-        self.ops = load_contract()
+        self.tag = tag
+        self.ops = load_contract(tag)
         self.token, self.cookie, self.multi_user = token, cookie, multi_user
         self.run_states = run_states
         self.lifetime_s = lifetime_s
@@ -176,6 +185,19 @@ class KfpApiServer:
             err = errors[0]
             where = "/".join(str(p) for p in err.path) or "(root)"
             raise ApiError(400, f"{what} does not match the API contract at {where}: {err.message}")
+
+    @staticmethod
+    def fit(op: Operation, schema: dict[str, Any], value: Any) -> Any:
+        """Our stored record as this tag's server would answer it: fields its messages do not
+        have are left out (an older server has no such field); the rest is then validated."""
+        while "$ref" in schema:
+            schema = op.definitions[schema["$ref"].rsplit("/", 1)[1]]
+        if isinstance(value, dict) and "properties" in schema:
+            props = schema["properties"]
+            return {k: KfpApiServer.fit(op, props[k], v) for k, v in value.items() if k in props}
+        if isinstance(value, list) and "items" in schema:
+            return [KfpApiServer.fit(op, schema["items"], v) for v in value]
+        return value
 
     def _new_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids):04d}"
@@ -479,6 +501,8 @@ class _Handler(BaseHTTPRequestHandler):
             record["body"] = body
             result = api.handle(self.command, op, args, query, body, files)
             schema = op.spec["responses"]["200"]["schema"]
+            if api.tag != "2.16.1":  # the newest tag: every field we keep must be in it
+                result = api.fit(op, schema, result)
             api.validate(op, schema, result, f"response of {op.spec['operationId']}")
             self._send(200, result)
         except ApiError as exc:

@@ -94,8 +94,9 @@ def test_stand_in_checks_runtime_parameters_against_the_spec():
 # ------------------------------------------------------------- submit drives the contract
 
 
-def test_upload_version_run_and_rerun_same_commit_is_no_duplicate(capsys):
-    with KfpApiServer(token=TOKEN) as api:
+@pytest.mark.parametrize("tag", ["2.16.1", "2.5.0"])
+def test_upload_version_run_and_rerun_same_commit_is_no_duplicate(capsys, tag):
+    with KfpApiServer(token=TOKEN, tag=tag) as api:
         args = ["--host", api.url, "--pipeline-name", "kubetrade-training", "--version-name",
                 "c0ffee1", "--param", 'agent_types=["ppo", "sac"]', "--wait",
                 "--poll-interval", "0.01"]  # fmt: skip
@@ -120,8 +121,9 @@ def test_upload_version_run_and_rerun_same_commit_is_no_duplicate(capsys):
         assert len(api.state.pipelines) == 1 and len(api.state.versions) == 2
 
 
-def test_recurring_run_is_created_kept_and_updated(capsys):
-    with KfpApiServer() as api:
+@pytest.mark.parametrize("tag", ["2.16.1", "2.5.0"])
+def test_recurring_run_is_created_kept_and_updated(capsys, tag):
+    with KfpApiServer(tag=tag) as api:
         base = ["--host", api.url, "--pipeline-name", "kubetrade-training",
                 "--run-name", "nightly"]  # fmt: skip
         code, out, err = _kt(capsys, *base, "--version-name", "v1", "--recurring", "0 6 * * 1-5")
