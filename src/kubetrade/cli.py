@@ -430,7 +430,7 @@ def submit(
     ] = None,
     cookie: Annotated[
         str | None,
-        typer.Option(help="session cookie, e.g. authservice_session=... [$KF_PIPELINES_COOKIE]"),
+        typer.Option(help="session cookie, e.g. oauth2_proxy_kubeflow=... [$KF_PIPELINES_COOKIE]"),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the API calls it would make; send nothing")

@@ -72,6 +72,7 @@ class Auth:
     cookie: str | None = field(default=None, repr=False)
     token_source: str = "none"
     cookie_source: str = "none"
+    token_file: str | None = None  # a projected SA token rotates: kfp rereads it per request
 
     def describe(self) -> str:
         token = f"bearer token from {self.token_source} (hidden)" if self.token else "no token"
@@ -89,7 +90,7 @@ def resolve_auth(
     (``$KF_PIPELINES_SA_TOKEN_PATH`` or KFP's default path) when it exists. Cookie: ``--cookie``
     or ``$KF_PIPELINES_COOKIE``."""
     env = os.environ if env is None else env
-    tok, tok_src = None, "none"
+    tok, tok_src, tok_file = None, "none", None
     if token:
         tok, tok_src = token.strip(), "--token"
     elif env.get(TOKEN_ENV, "").strip():
@@ -103,7 +104,7 @@ def resolve_auth(
                 raise SubmitError(f"cannot read the service-account token {path}: {exc}") from None
             if not text:
                 raise SubmitError(f"the service-account token file {path} is empty")
-            tok, tok_src = text, str(path)
+            tok, tok_src, tok_file = text, str(path), str(path)
     ck, ck_src = None, "none"
     if cookie:
         ck, ck_src = cookie.strip(), "--cookie"
@@ -112,7 +113,7 @@ def resolve_auth(
     for value, what in ((tok, "token"), (ck, "cookie")):
         if value and any(c in value for c in "\r\n"):
             raise SubmitError(f"the {what} contains a line break; pass it on one line")
-    return Auth(tok, ck, tok_src, ck_src)
+    return Auth(tok, ck, tok_src, ck_src, tok_file)
 
 
 def resolve_namespace(
@@ -265,12 +266,13 @@ def _api_message(exc: BaseException) -> str:
     """One line from a kfp_server_api / urllib3 error; never the headers (cookies live there)."""
     status = getattr(exc, "status", None)
     body = getattr(exc, "body", None)
-    if status is not None and getattr(exc, "reason", None) is not None:
+    reason = getattr(exc, "reason", None)
+    if status is not None and reason is not None:
         detail = ""
         with contextlib.suppress(Exception):
             data = json.loads(body) if body else {}
             detail = str(data.get("message") or data.get("error") or "").strip()
-        head = f"({status}) {exc.reason}".strip()
+        head = f"({status}) {reason}".strip()
         line = f"{head}: {detail}" if detail else head
         return line.splitlines()[0] if line else type(exc).__name__
     text = str(exc).strip()
@@ -300,7 +302,11 @@ def _make_client(
 
         client_factory = kfp.Client
     kwargs: dict[str, Any] = {"host": host, "namespace": namespace}
-    if auth.token:
+    if auth.token_file:
+        from kfp.client import ServiceAccountTokenVolumeCredentials
+
+        kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path=auth.token_file)
+    elif auth.token:
         kwargs["existing_token"] = auth.token
     if auth.cookie:
         kwargs["cookies"] = auth.cookie
@@ -483,7 +489,9 @@ def describe_plan(plan: SubmitPlan) -> list[str]:
     else:
         steps.append(f"POST {api}/runs: run {plan.run_name!r}")
         if plan.wait:
-            steps.append(f"GET  {api}/runs/{{run_id}}: until it ends (retried on a dropped connection)")
+            steps.append(
+                f"GET  {api}/runs/{{run_id}}: until it ends (retried on a dropped connection)"
+            )
     return lines + [f"{i}. {step}" for i, step in enumerate(steps, 1)]
 
 
