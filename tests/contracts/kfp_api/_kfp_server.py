@@ -11,8 +11,8 @@ runs, recurring runs; names that the real server keeps unique answer 409 here as
 
 What the real server does and this one does not: Kubernetes, Argo, scheduling, executing.
 It stands in for a cluster that cannot exist on this machine. The server is bounded: request
-bodies up to 32 MiB (the swagger's upload limit), socket timeouts, and it stops itself after
-``lifetime_s`` seconds even if a test forgets to.
+bodies up to 32 MiB (the swagger's upload limit), 5000 requests, socket timeouts, and it stops
+itself after ``lifetime_s`` seconds even if a test forgets to.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ UPSTREAM = Path(__file__).resolve().parent / "upstream"
 TAGS = {"2.16.1": UPSTREAM, "2.5.0": UPSTREAM / "2.5.0"}
 SPEC_FILES = ("run", "pipeline", "pipeline.upload", "experiment", "recurring_run", "healthz")
 MAX_BODY = 32 * 1024 * 1024
+MAX_REQUESTS = 5000  # a client stuck in a loop gets 429s, not an endless test
 INT64 = {"int64", "uint64"}
 
 
@@ -474,6 +475,8 @@ class _Handler(BaseHTTPRequestHandler):
                                   "cookie": self.headers.get("Cookie")}  # fmt: skip
         api.requests.append(record)
         try:
+            if len(api.requests) > MAX_REQUESTS:
+                raise ApiError(429, f"over {MAX_REQUESTS} requests: stand-in exhausted", code=8)
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
                 raise ApiError(413, "request body over 32 MiB")

@@ -78,6 +78,19 @@ def test_stand_in_rejects_what_the_api_rejects():
         assert status == 400 and "uploadfile" in err["message"]
 
 
+def test_stand_in_is_local_and_stops_itself():
+    import time
+
+    api = KfpApiServer(lifetime_s=0.3).__enter__()
+    assert api.url.startswith("http://127.0.0.1:")
+    url = f"{api.url}/apis/v2beta1/healthz"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert json.loads(resp.read()) == {"multi_user": False, "pipeline_store": "database"}
+    time.sleep(1.0)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=5)
+
+
 def test_stand_in_checks_runtime_parameters_against_the_spec():
     with KfpApiServer() as api:
         base = f"{api.url}/apis/v2beta1"
