@@ -454,6 +454,7 @@ def describe_plan(plan: SubmitPlan) -> list[str]:
     """The calls ``execute_plan`` makes, in order (``--dry-run``); no secret is shown."""
     api = f"{plan.host or '<--host>'}/apis/v2beta1"
     ns = plan.namespace or "(none: single-user)"
+    nsq = f"&namespace={plan.namespace}" if plan.namespace else ""
     lines = [
         "dry run: nothing is sent",
         f"host {plan.host or '(not set)'}; namespace {ns} [{plan.namespace_source}]; "
@@ -463,8 +464,8 @@ def describe_plan(plan: SubmitPlan) -> list[str]:
     steps: list[str] = []
     if plan.pipeline_name:
         steps += [
-            f"GET  {api}/pipelines?filter=display_name=={plan.pipeline_name!r}"
-            f"&namespace={plan.namespace}: find pipeline {plan.pipeline_name!r}",
+            f"GET  {api}/pipelines?filter=display_name=={plan.pipeline_name!r}{nsq}: "
+            f"find pipeline {plan.pipeline_name!r}",
             f"POST {api}/pipelines: create it if missing",
             f"GET  {api}/pipelines/{{pipeline_id}}/versions?filter=display_name=="
             f"{plan.version_name!r}: reuse version {plan.version_name!r} if it exists",
@@ -474,8 +475,8 @@ def describe_plan(plan: SubmitPlan) -> list[str]:
     else:
         steps.append(f"(package {plan.package} sent inline with the run)")
     steps += [
-        f"GET  {api}/experiments?filter=display_name=={plan.experiment!r}&namespace="
-        f"{plan.namespace}: find experiment {plan.experiment!r}",
+        f"GET  {api}/experiments?filter=display_name=={plan.experiment!r}{nsq}: "
+        f"find experiment {plan.experiment!r}",
         f"POST {api}/experiments: create it if missing",
     ]
     if plan.recurring:
