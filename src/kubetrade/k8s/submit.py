@@ -279,6 +279,18 @@ def _api_message(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _require_id(obj: Any, attr: str, what: str, host: str) -> str:
+    """kfp_server_api turns a non-JSON answer (an SSO login page) into empty models: without
+    this, a login page looks like success ('run None: SUBMITTED')."""
+    value = getattr(obj, attr, None)
+    if not value:
+        raise SubmitError(
+            f"Kubeflow Pipelines at {host} answered the {what} call without a {attr}: that is "
+            "not the KFP API (a login page?); check --host and pass --token or --cookie"
+        )
+    return str(value)
+
+
 def _retryable(exc: BaseException) -> bool:
     status = getattr(exc, "status", None)
     if status is None or status == 0:
@@ -416,7 +428,10 @@ def submit_pipeline(
         raise SubmitError(
             f"Kubeflow Pipelines at {host} refused the run: {_api_message(exc)}"
         ) from None
-    info: dict[str, Any] = {"run_id": result.run_id, "state": "SUBMITTED"}
+    info: dict[str, Any] = {
+        "run_id": _require_id(result, "run_id", "create run", host),
+        "state": "SUBMITTED",
+    }
     if wait:
         info["state"] = _follow(client, result.run_id, host, timeout_s, poll_s, retries, on_state)
     return info
@@ -505,7 +520,7 @@ def _ensure_pipeline(client: Any, plan: SubmitPlan) -> str:
             f"{len(pipelines)} pipelines are named {plan.pipeline_name!r}; rename one"
         )
     if pipelines:
-        return str(pipelines[0].pipeline_id)
+        return _require_id(pipelines[0], "pipeline_id", "list pipelines", plan.host)
     import kfp_server_api
 
     body = kfp_server_api.V2beta1Pipeline(
@@ -514,7 +529,7 @@ def _ensure_pipeline(client: Any, plan: SubmitPlan) -> str:
         namespace=ns,
     )
     created = client._pipelines_api.pipeline_service_create_pipeline(pipeline=body)
-    return str(created.pipeline_id)
+    return _require_id(created, "pipeline_id", "create pipeline", plan.host)
 
 
 def _ensure_version(client: Any, plan: SubmitPlan, pipeline_id: str) -> tuple[str, bool]:
@@ -523,17 +538,17 @@ def _ensure_version(client: Any, plan: SubmitPlan, pipeline_id: str) -> tuple[st
     )
     versions = list(getattr(found, "pipeline_versions", None) or [])
     if versions:
-        return str(versions[0].pipeline_version_id), False
+        return _require_id(versions[0], "pipeline_version_id", "list versions", plan.host), False
     version = client.upload_pipeline_version(
         str(plan.package), plan.version_name, pipeline_id=pipeline_id,
         description=f"{plan.pipeline_name} at {plan.version_name}",
     )  # fmt: skip
-    return str(version.pipeline_version_id), True
+    return _require_id(version, "pipeline_version_id", "upload_version", plan.host), True
 
 
 def _ensure_experiment(client: Any, plan: SubmitPlan) -> str:
     exp = client.create_experiment(plan.experiment, namespace=plan.namespace or None)
-    return str(exp.experiment_id)
+    return _require_id(exp, "experiment_id", "experiment", plan.host)
 
 
 def _same_schedule(rr: Any, plan: SubmitPlan, pipeline_id: str, version_id: str) -> bool:
@@ -588,7 +603,7 @@ def execute_plan(
         raise SubmitError(
             f"Kubeflow Pipelines at {plan.host} refused the {step} step: {_api_message(exc)}"
         ) from None
-    info.update(run_id=run.run_id, state="SUBMITTED")
+    info.update(run_id=_require_id(run, "run_id", "create run", plan.host), state="SUBMITTED")
     if plan.wait:
         info["state"] = _follow(client, run.run_id, plan.host, timeout_s, poll_s, retries, on_state)
     return info
@@ -612,6 +627,8 @@ def _upsert_recurring(
         description=f"{plan.pipeline_name} {plan.version_name} on '{plan.recurring}'",
     )  # fmt: skip
     return {
-        "recurring_run_id": created.recurring_run_id,
+        "recurring_run_id": _require_id(
+            created, "recurring_run_id", "create recurring run", plan.host
+        ),
         "recurring": "updated" if existing else "created",
     }

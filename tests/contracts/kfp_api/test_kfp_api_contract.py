@@ -9,9 +9,11 @@ like the real server for unknown fields, undeclared parameters and duplicate nam
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -240,3 +242,39 @@ def test_wait_gives_up_in_one_line_when_the_server_is_gone(capsys):
     lines = [ln for ln in err.splitlines() if ln.startswith("kubetrade: error")]
     assert len(lines) == 1 and "lost contact with Kubeflow Pipelines" in lines[0]
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------ not the API: an SSO login page
+
+
+class _LoginPage(BaseHTTPRequestHandler):
+    """What an unauthenticated client meets behind Kubeflow's oauth2-proxy/Dex: HTML, 200."""
+
+    def log_message(self, format, *args):
+        pass
+
+    def _page(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html><body>Log in to Kubeflow</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_a_login_page_is_an_error_not_run_none_submitted(capsys, versioned):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _LoginPage)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        extra = ["--pipeline-name", "p", "--version-name", "v"] if versioned else []
+        host = f"http://127.0.0.1:{httpd.server_address[1]}"
+        code, out, err = _kt(capsys, "--host", host, "--namespace", "team-a", *extra)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert code != 0 and "None" not in out
+    assert "not the KFP API (a login page?)" in err
