@@ -480,15 +480,18 @@ def submit(
             out.print(
                 f"{head}; recurring run {info['recurring_run_id']}: {info['recurring']}",
                 soft_wrap=True,
+                markup=False,
             )
         else:
-            out.print(f"{head}; run {info['run_id']}: {info['state']}", soft_wrap=True)
+            out.print(
+                f"{head}; run {info['run_id']}: {info['state']}", soft_wrap=True, markup=False
+            )
         return
     info = sm.submit_pipeline(
         package, host, ns, experiment, params, run_name=run_name, wait=wait,
         on_state=on_state, auth=auth, poll_s=poll_interval,
     )  # fmt: skip
-    out.print(f"run {info['run_id']}: {info['state']}", soft_wrap=True)
+    out.print(f"run {info['run_id']}: {info['state']}", soft_wrap=True, markup=False)
 
 
 @app.command()
