@@ -289,6 +289,27 @@ class TuningStepConfig(StrictModel):
     threads_per_trial: int = Field(1, ge=1, le=64, description="torch threads in each trial")
 
 
+class RegistryGateConfig(StrictModel):
+    """The champion gate of the register step (and ``kubetrade register``): a challenger
+    becomes champion only if it beats its baselines and the champion, scored on the same test
+    period and symbols, by more than the margin (in the metric's own units)."""
+
+    metric: str = Field("sharpe_ratio", description="out-of-sample metric that decides")
+    margin: float = Field(
+        0.05, ge=0.0, allow_inf_nan=False,
+        description="hybrid model: improvement over the champion's metric needed to promote "
+        "(Sharpe units; within it the difference is treated as noise)",
+    )  # fmt: skip
+    rl_margin: float = Field(
+        0.05, ge=0.0, allow_inf_nan=False, description="the same for the RL ensemble"
+    )
+    require_beat_baselines: bool = Field(
+        True,
+        description="hybrid: beat every naive baseline's test metric; RL ensemble: beat "
+        "buy-and-hold after costs on the same test period",
+    )
+
+
 class PipelineConfig(StrictModel):
     """``config/pipeline.yaml``: what to run, on which data, where."""
 
@@ -317,6 +338,7 @@ class PipelineConfig(StrictModel):
     trading_env_config: str = "config/trading_env.yaml"
     rl_training_config: str = "config/rl_training.yaml"
     tuning: TuningStepConfig = Field(default_factory=TuningStepConfig)
+    registry: RegistryGateConfig = Field(default_factory=RegistryGateConfig)
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod

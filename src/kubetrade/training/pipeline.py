@@ -147,9 +147,13 @@ class TrainingPipeline:
         run_id = tracker.start()
         try:
             tracker.log_params(flatten(cfg))
+            periods = {f"period_{k}": f"{a}..{b}" for k, (a, b) in bundle.periods.items()}
+            # what the champion gate compares (a --bundle run has no symbols tag otherwise)
+            periods["symbols"] = ",".join(sorted({str(s) for s in bundle.test.symbols}))
             tracker.set_tags(
-                {"model_type": cfg.model.type, "nproc_per_node": self.nproc, **(tags or {})}
-            )
+                {"model_type": cfg.model.type, "nproc_per_node": self.nproc, **periods,
+                 **(tags or {})}
+            )  # fmt: skip
             tracker.log_artifact(config_file, "config")
             if self.config_path is not None and self.config_path.is_file():
                 tracker.log_artifact(self.config_path, "config")
@@ -250,7 +254,14 @@ class TrainingPipeline:
         tracker.log_artifact(exported_dir, "export")
         if result.checkpoint_path:
             tracker.log_artifact(result.checkpoint_path, "checkpoints")
-        model_uri = tracker.log_model(model, name="model")
+        from kubetrade.registry.hybrid_pyfunc import log_hybrid
+
+        # a pyfunc wrapping the exported TorchScript file (no pickle); registration checks
+        # that its stored bytes are the export's
+        model_uri = log_hybrid(
+            exported_dir, exported.files(), tracker.tracking_uri, str(tracker.run_id),
+            input_shape=tuple(bundle.test.X.shape[1:]),
+        )  # fmt: skip
         # what `kubetrade register --export-dir <run>/export --results <run>/metrics.json`
         # reads to register this model through the champion gate later
         from kubetrade.registry import write_export_info
