@@ -51,7 +51,20 @@ def _overrides(
         if "=" not in item:
             raise KubetradeError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} {example}")
         key, value = item.split("=", 1)
-        result[key.strip()] = yaml.safe_load(value)
+        try:
+            result[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise KubetradeError(
+                f"{flag} {key.strip()}=...: {problem}{where}; quote lists like "
+                f"{flag} 'symbols=[AAPL,IBM]'"
+            ) from None
+        except ValueError:
+            # YAML read a date-like value it cannot build (2020-13-01): keep the text, the
+            # config's own validation then names the key in one line
+            result[key.strip()] = value
     return result
 
 
@@ -69,6 +82,10 @@ def run(
     from kubetrade.pipeline.steps import load_run_config
 
     cfg = load_run_config(config, _overrides(set_))
+    if run_root is not None:  # the run folders *and* the MLflow store (<run_root>/mlflow.db)
+        cfg = cfg.model_copy(
+            update={"pipeline": cfg.pipeline.model_copy(update={"run_root": str(run_root)})}
+        )
     p = cfg.pipeline
     root = Path(run_root or p.run_root)
     # Preflight: every input problem ends here with one line, before any run folder exists
@@ -604,13 +621,20 @@ def register(
     out.print_json(json.dumps(promotion.as_dict()))
 
 
+def redact(text: str) -> str:
+    """``text`` with URI passwords and ``password=``/``token=``-style values masked."""
+    from kubetrade.registry.champion import redact as _redact
+
+    return _redact(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning KubetradeError into a one-line error."""
     from rich.markup import escape
 
     def error(message: str) -> None:
         # escaped: a message may quote user text with brackets ("[/x]" is rich markup)
-        text = escape(" ".join(message.split()))
+        text = escape(redact(" ".join(message.split())))
         console.print(f"[bold red]kubetrade: error:[/] {text}", highlight=False, soft_wrap=True)
 
     try:
@@ -629,6 +653,11 @@ def main(argv: list[str] | None = None) -> int:
         format_message = getattr(exc, "format_message", None)
         exit_code = getattr(exc, "exit_code", None)
         if not (callable(format_message) and isinstance(exit_code, int)):
+            if type(exc).__module__.split(".")[0] in ("mlflow", "sqlalchemy"):
+                # the store itself (bogus URI scheme, corrupt or locked database): not a bug
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                error(f"MLflow store: {first}; check MLFLOW_TRACKING_URI / --tracking-uri")
+                return 1
             raise  # a bug: the traceback is wanted
         ctx = getattr(exc, "ctx", None)  # only usage errors carry the command's context
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

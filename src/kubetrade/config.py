@@ -12,6 +12,7 @@ understands (all optional, with defaults) are documented on each field.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -369,22 +370,44 @@ class PipelineConfig(StrictModel):
 
 
 # ---------------------------------------------------------------- loading
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_ .,:/+\-\[\]]{0,60}")
+
+
+def _shown_key(part: Any) -> str:
+    """A config key as it may appear in an error: plain identifiers only. Anything else (a
+    line of some file passed as a config, a secret) is not echoed."""
+    text = str(part)
+    return text if isinstance(part, int) or _PLAIN_KEY.fullmatch(text) else "<key not shown>"
+
+
+def _shown_value(value: Any) -> str:
+    """A short, bounded repr of a bad value, or '' when it should not be echoed: containers
+    (never ``str()``-ed: a YAML alias bomb would take gigabytes), long or unusual text (file
+    contents, secrets)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return repr(value)
+    if isinstance(value, date):
+        return repr(value.isoformat())
+    if isinstance(value, str) and _PLAIN_TEXT.fullmatch(value) and "://" not in value:
+        return repr(value)
+    return ""
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: ``source: dotted.path: message (got value)``; joined by '; '."""
     parts = []
     for err in exc.errors():
         # a key with whitespace or control characters is quoted, so the message stays one line
-        path = ".".join(str(p) if str(p).isprintable() and str(p).strip() == str(p)
-                        else repr(p) for p in err["loc"])  # fmt: skip
+        path = ".".join(_shown_key(p) for p in err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
             parts.append(f"{path}: unknown key")
             continue
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
-        shown = (
-            "" if isinstance(value, dict | list) and len(str(value)) > 60 else f" (got {value!r})"
-        )
+        shown = _shown_value(value)
+        shown = f" (got {shown})" if shown else ""
         # a whole-model check (no field path) speaks for itself
         parts.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
     return f"{source}: " + "; ".join(parts)

@@ -164,9 +164,7 @@ def test_replaced_file_in_the_export_folder_is_refused(store, tmp_path, capsys):
     assert versions(client) == []
 
 
-def test_hashes_rewritten_to_a_replaced_file_do_not_match_the_logged_model(
-    store, tmp_path, capsys
-):
+def test_hashes_rewritten_to_a_replaced_file_do_not_match_the_logged_model(store, tmp_path, capsys):
     uri, client, exp = store
     a = make_export(client, exp, uri, tmp_path / "a", 0.8)
     torch.jit.script(TinyHybrid(5.0)).save(str(a.folder / "model.pt"))
@@ -284,13 +282,13 @@ def test_champion_without_the_metric_blocks_unless_forced_with_a_reason(store, t
     assert champ.tags["kubetrade.forced_reason"] == "switching to accuracy"
 
 
-def test_metric_direction_is_known_lower_mse_wins_unknown_metric_refused(
-    store, tmp_path, capsys
-):
+def test_metric_direction_is_known_lower_mse_wins_unknown_metric_refused(store, tmp_path, capsys):
     uri, client, exp = store
     a = make_export(client, exp, uri, tmp_path / "a", 0.8)
     dr = {"kubetrade.test_period": PERIOD, "kubetrade.symbols": SYMBOLS}
-    assert register_challenger(a.model_uri, "m", "mse", 0.5, tracking_uri=uri, data_range=dr).promoted
+    assert register_challenger(
+        a.model_uri, "m", "mse", 0.5, tracking_uri=uri, data_range=dr
+    ).promoted
     worse = register_challenger(a.model_uri, "m", "mse", 0.9, tracking_uri=uri, data_range=dr)
     assert not worse.promoted
     better = register_challenger(a.model_uri, "m", "mse", 0.1, tracking_uri=uri, data_range=dr)

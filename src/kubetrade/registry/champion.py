@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import socket
 import subprocess
 import time
@@ -58,6 +59,7 @@ __all__ = [
     "global_tracking_uri",
     "LOCK_SUFFIX",
     "REGISTRATION_TAG",
+    "redact",
     "METRIC_DIRECTIONS",
     "DATA_RANGE_TAGS",
     "gate_decision",
@@ -231,6 +233,23 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+_SECRET_PATTERNS = (
+    # scheme://user:password@host -> scheme://user:***@host
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1***@"),
+    # ?password=...&token=... in URIs and KEY=VALUE text
+    (re.compile(r"(?i)\b((?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)=)"
+                r"[^\s&;,]+"), r"\1***"),
+)  # fmt: skip
+
+
+def redact(text: str) -> str:
+    """``text`` with URI passwords and ``password=``/``token=``-style values masked (every
+    error and log line that names a store goes through this)."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", "") or "")
 
@@ -238,16 +257,16 @@ def _code(exc: BaseException) -> str:
 def _one_line(exc: BaseException | None, limit: int = 240) -> str:
     if exc is None:
         return "no error recorded"
-    text = " ".join(str(exc).split())
+    text = redact(" ".join(str(exc).split()))
     text = text or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fix(uri: str) -> str:
     where = (
-        f"that the MLflow tracking server at {uri} is up and reachable (MLFLOW_TRACKING_URI)"
+        f"that the MLflow tracking server at {redact(uri)} is up and reachable (MLFLOW_TRACKING_URI)"
         if uri.startswith(("http://", "https://"))
-        else f"that the store {uri} is writable and not held by another writer"
+        else f"that the store {redact(uri)} is writable and not held by another writer"
     )
     return f"check {where}, then rerun the register step; the champion alias was not changed"
 
@@ -269,14 +288,14 @@ def _retry(fn: Callable[[], T], what: str, uri: str, attempts: int, backoff_s: f
         except (MlflowException, OSError, ConnectionError) as exc:
             if isinstance(exc, MlflowException) and _code(exc) in _PERMANENT:
                 raise RegistryError(
-                    f"MLflow at {uri} refused to {what} ({_code(exc)}: {_one_line(exc)}); "
+                    f"MLflow at {redact(uri)} refused to {what} ({_code(exc)}: {_one_line(exc)}); "
                     "the champion alias was not changed"
                 ) from exc
             last = exc
-            _log.warning("MLflow at %s: %s failed (attempt %d): %s", uri, what, attempt + 1,
+            _log.warning("MLflow at %s: %s failed (attempt %d): %s", redact(uri), what, attempt + 1,
                          _one_line(exc))  # fmt: skip
     raise RegistryError(
-        f"MLflow at {uri} failed to {what} after {attempts} attempts ({_one_line(last)}); "
+        f"MLflow at {redact(uri)} failed to {what} after {attempts} attempts ({_one_line(last)}); "
         + _fix(uri)
     ) from last
 
@@ -322,7 +341,7 @@ def _promotion_lock(
                 attempts -= 1
                 if attempts <= 0:
                     raise RegistryError(
-                        f"MLflow at {uri} failed to take the promotion lock {lock!r} "
+                        f"MLflow at {redact(uri)} failed to take the promotion lock {lock!r} "
                         f"({_one_line(exc)}); " + _fix(uri)
                     ) from exc
                 time.sleep(backoff_s)
@@ -336,13 +355,13 @@ def _promotion_lock(
             except MlflowException as exc:
                 if not _is_missing(exc):
                     raise RegistryError(
-                        f"MLflow at {uri}: could not delete the stale promotion lock {lock!r} "
+                        f"MLflow at {redact(uri)}: could not delete the stale promotion lock {lock!r} "
                         f"({_one_line(exc)}); delete that registered model by hand"
                     ) from exc
             continue
         if time.monotonic() > deadline:
             raise RegistryError(
-                f"the promotion lock {lock!r} at {uri} has been held by {holder} for "
+                f"the promotion lock {lock!r} at {redact(uri)} has been held by {holder} for "
                 f"{age or 0:.0f} s (waited {wait_s:.0f} s); if no registration of {name!r} is "
                 "running, delete that registered model; the champion alias was not changed"
             )

@@ -26,6 +26,7 @@ from kubetrade.registry.champion import (
     Promotion,
     _one_line,
     git_commit,
+    redact,
     register_challenger,
     sha256_file,
     verify_sha256,
@@ -154,7 +155,7 @@ def _run_link(client: Any, run_id: str, metric: str, value: float, uri: str) -> 
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise RegistryError(
-            f"the export's run {run_id} is not in the store {uri} ({_one_line(exc)}); register "
+            f"the export's run {run_id} is not in the store {redact(uri)} ({_one_line(exc)}); register "
             "against the store the run was tracked in (--tracking-uri)"
         ) from exc
     logged = run.data.metrics.get(f"test_{metric}")
@@ -216,7 +217,9 @@ def register_export(
     try:
         client = MlflowClient(uri)
     except Exception as exc:  # noqa: BLE001 - a bad URI/store: one line
-        raise RegistryError(f"cannot open the MLflow store {uri} ({_one_line(exc)})") from exc
+        raise RegistryError(
+            f"cannot open the MLflow store {redact(uri)} ({_one_line(exc)})"
+        ) from exc
     model_uri, run_id = str(info["model_uri"]), str(info["run_id"])
     if not model_uri.startswith("models:/m-"):
         raise RegistryError(

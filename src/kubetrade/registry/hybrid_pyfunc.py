@@ -28,6 +28,7 @@ from kubetrade.registry.champion import (
     _retry,
     bounded_http,
     global_tracking_uri,
+    redact,
     sha256_file,
 )
 
@@ -125,7 +126,9 @@ def log_hybrid(
         return _retry(log, "log the hybrid model", tracking_uri, attempts, backoff_s)
 
 
-def inspect_logged_hybrid(model_uri: str, tracking_uri: str) -> dict[str, Any]:
+def inspect_logged_hybrid(
+    model_uri: str, tracking_uri: str, attempts: int = 4, backoff_s: float = 0.5
+) -> dict[str, Any]:
     """Download ``model_uri`` and describe it: ``run_id``, ``artifacts`` (key -> SHA-256 of the
     stored file), ``files`` (every file of the logged model -> SHA-256), ``config_sha256``.
     RegistryError when it is not a kubetrade hybrid pyfunc model or its code is not ours."""
@@ -138,10 +141,16 @@ def inspect_logged_hybrid(model_uri: str, tracking_uri: str) -> dict[str, Any]:
             global_tracking_uri(tracking_uri),
             bounded_http(60, 1),
         ):
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri
-                )
+            local = _retry(
+                lambda: Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri
+                    )
+                ),
+                "read back the logged model",
+                tracking_uri,
+                attempts,
+                backoff_s,
             )
             files = {
                 str(p.relative_to(local)): sha256_file(p)
@@ -170,7 +179,7 @@ def inspect_logged_hybrid(model_uri: str, tracking_uri: str) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - one line for the user
         raise RegistryError(
-            f"could not read back {model_uri} from {tracking_uri} to verify it "
+            f"could not read back {model_uri} from {redact(tracking_uri)} to verify it "
             f"({_one_line(exc)}); check the store and rerun"
         ) from exc
     if (

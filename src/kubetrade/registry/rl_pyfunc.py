@@ -49,6 +49,7 @@ from kubetrade.registry.champion import (
     bounded_http,
     git_commit,
     global_tracking_uri,
+    redact,
     register_challenger,
     sha256_file,
 )
@@ -364,7 +365,7 @@ def register_rl_ensemble(
         raise
     except Exception as exc:  # noqa: BLE001 - one line for the user
         raise RegistryError(
-            f"could not read back {model_uri} from {tracking_uri} to verify it "
+            f"could not read back {model_uri} from {redact(tracking_uri)} to verify it "
             f"({_one_line(exc)}); check the tracking server and rerun"
         ) from exc
     if stored != local:

@@ -8,6 +8,7 @@ A failing step marks the MLflow run FAILED and nothing is registered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -137,8 +138,14 @@ class TrainingPipeline:
         self, bundle: DatasetBundle, tags: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Run the whole pipeline on prepared windows; returns the results dict."""
-        cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_dir_lock(self.run_dir):
+            return self._train_on_bundle(bundle, tags)
+
+    def _train_on_bundle(
+        self, bundle: DatasetBundle, tags: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        cfg = self.config
         config_file = self.run_dir / "training_config.yaml"
         config_file.write_text(
             yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
@@ -202,9 +209,7 @@ class TrainingPipeline:
         if not self.verbose:
             command.append("--quiet")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        proc = subprocess.run(
-            command, env=env, capture_output=not self.verbose, text=True, check=False
-        )
+        proc = _run_forwarding_signals(command, env, capture=not self.verbose)
         if proc.returncode != 0:
             tail = (proc.stderr or "")[-2000:] if not self.verbose else "(see output above)"
             raise TrainingError(
@@ -297,3 +302,115 @@ class TrainingPipeline:
         }
 
     _fit = train_model  # kept for callers written against the first version
+
+
+def _run_forwarding_signals(
+    command: list[str], env: dict[str, str], capture: bool
+) -> subprocess.CompletedProcess[str]:
+    """Run torchrun in its own process group; SIGTERM/SIGINT to this process are forwarded to
+    the whole group (torchrun and every worker), then a TrainingError is raised so the caller
+    marks the MLflow run FAILED. Without this, killing ``kubetrade train`` left torchrun and
+    its workers running and the MLflow run RUNNING."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen(  # noqa: S603
+        command,
+        env=env,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+        text=True,
+        start_new_session=True,
+    )
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if main_thread:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker that ignored SIGTERM
+        name = signal.Signals(received[0]).name
+        raise TrainingError(
+            f"training stopped by {name}; torchrun and its workers were stopped and the MLflow "
+            "run marked FAILED"
+        )
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+LOCK_NAME = ".kubetrade-train.lock"
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Any:
+    """Hold ``<run_dir>/.kubetrade-train.lock`` (created exclusively, holding our pid) while a
+    training runs there: a second ``kubetrade train`` on the same ``--run-dir`` is refused in
+    one line instead of running beside the first; a lock whose process is gone is broken
+    with a message."""
+    import logging
+
+    path = Path(run_dir) / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text(encoding="utf-8").strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise TrainingError(
+                    f"{run_dir} is in use by another kubetrade train (process {pid}); wait for "
+                    "it to finish or pass another --run-dir"
+                ) from None
+            logging.getLogger(__name__).warning(
+                "breaking the stale training lock %s (process %s is gone)", path, pid or "?"
+            )
+            print(f"kubetrade: breaking the stale lock {path} (process {pid or '?'} is gone)",
+                  file=sys.stderr)  # fmt: skip
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:
+        raise TrainingError(f"could not take the lock {path}; remove it if no training runs")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
