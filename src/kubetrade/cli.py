@@ -602,11 +602,11 @@ def register(
                 f"{ensemble_dir} is not the ensemble {ensemble_report} evaluated (SHA-256 "
                 "mismatch); nothing registered"
             )
-        value = report.get(metric)
-        if not isinstance(value, int | float):
+        rl_value = report.get(metric)
+        if not isinstance(rl_value, int | float):
             raise KubetradeError(f"{ensemble_report} has no {metric!r}; pass the ensemble report")
         promotion = register_rl_ensemble(
-            ensemble_dir, float(value), tracking_uri=tracking_uri, metric=metric,
+            ensemble_dir, float(rl_value), tracking_uri=tracking_uri, metric=metric,
             model_name=model_name or "kubetrade-rl-ensemble", tags=tags,
             symbols=report.get("symbols"), expected_sha256=recorded,
             margin=defaults.rl_margin if margin is None else margin,

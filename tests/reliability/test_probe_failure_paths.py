@@ -78,8 +78,7 @@ def test_set_with_an_impossible_date_is_one_line(tmp_path, capsys):
 def test_a_secret_file_passed_as_a_config_is_not_echoed(tmp_path, capsys):
     shadow = tmp_path / "shadow"
     shadow.write_text(
-        f"root:$6${SECRET}$abc:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
-        f"api_key: {SECRET}\n"
+        f"root:$6${SECRET}$abc:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\napi_key: {SECRET}\n"
     )
     cfg = repo_config(tmp_path)
     rc, err = cli(capsys, "validate", "--config", str(cfg), "--set",
@@ -278,9 +277,13 @@ def test_second_train_on_the_same_run_dir_is_refused_and_a_stale_lock_broken(tmp
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # noqa: S603
     try:
         (tmp_path / LOCK_NAME).write_text(str(sleeper.pid))
-        with pytest.raises(TrainingError, match=f"in use by another kubetrade train .*{sleeper.pid}"):
-            with run_dir_lock(tmp_path):
-                pass
+        with (
+            pytest.raises(
+                TrainingError, match=f"in use by another kubetrade train .*{sleeper.pid}"
+            ),
+            run_dir_lock(tmp_path),
+        ):
+            pass
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -406,3 +406,47 @@ def test_genuine_ensemble_registers_with_its_data_range_and_buy_and_hold_gate(
     champ = client.get_model_version_by_alias("kubetrade-rl-ensemble", "champion")
     assert champ.tags["kubetrade.test_period"] == "2012-01-03..2013-03-01"
     assert champ.tags["kubetrade.symbols"] == ",".join(sorted(symbols))
+
+
+# ------------------------------------------------------------------ kill -9 mid-registration
+def test_rerun_after_a_killed_registration_reuses_its_version(store, tmp_path, capsys):
+    """A registration killed after creating the version (no alias yet): the rerun finishes
+    gating that version instead of registering a duplicate."""
+    uri, client, exp = store
+    a = make_export(client, exp, uri, tmp_path / "a", 0.8)
+    assert register(capsys, uri, a)[0] == 0
+    client.delete_registered_model_alias(NAME, "champion")  # the state a kill -9 leaves
+    client.delete_registered_model_alias(NAME, "challenger")
+    rc, out, err = register(capsys, uri, a)
+    assert rc == 0, err
+    assert json.loads(out)["version"] == "1" and versions(client) == ["1"]
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+
+def test_lock_of_a_killed_local_registration_is_broken_at_once_with_a_message(
+    store, tmp_path, capsys
+):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from kubetrade.registry.champion import LOCK_SUFFIX
+
+    uri, client, exp = store
+    a = make_export(client, exp, uri, tmp_path / "a", 0.8)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: S603
+    gone.wait()
+    client.create_registered_model(
+        f"{NAME}{LOCK_SUFFIX}",
+        tags={"kubetrade.lock_owner": f"{socket.gethostname()}:{gone.pid}:dead"},
+    )
+    start = time.monotonic()
+    capsys.readouterr()
+    rc = main(["register", "--export-dir", str(a.folder), "--results", str(a.results),
+               "--tracking-uri", uri])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert time.monotonic() - start < 30  # not the 60 s stale timeout
+    assert "breaking the stale promotion lock" in err and "process on this host is gone" in err
+    assert versions(client) == ["1"]

@@ -39,6 +39,7 @@ import random
 import re
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -120,6 +121,7 @@ METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
 # tags that say which data a version was scored on; a champion is only beaten on the same
 DATA_RANGE_TAGS = ("kubetrade.test_period", "kubetrade.symbols")
 DECISION_TAG = "kubetrade.gate_decision"
+IDEMPOTENCY_TAG = "kubetrade.idempotency_key"
 FORCE_TAG = "kubetrade.forced_reason"
 
 
@@ -304,6 +306,26 @@ def _is_missing(exc: BaseException) -> bool:
     return _code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
 
 
+def _holder_is_dead(holder: str | None) -> bool:
+    """True when the lock token ``host:pid:uuid`` names this host and a pid that is gone
+    (a ``kill -9``-ed registration): no need to wait ``lock_stale_s`` for it."""
+    if not holder or holder.count(":") < 2:
+        return False
+    host, pid_text, _ = holder.rsplit(":", 2)
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @contextmanager
 def _promotion_lock(
     client: Any, name: str, uri: str, wait_s: float, stale_s: float, attempts: int, backoff_s: float
@@ -348,7 +370,11 @@ def _promotion_lock(
         holder, age = _retry(owner, "read the promotion lock", uri, attempts, backoff_s)
         if holder == token:  # our create landed but its reply was lost
             break
-        if age is not None and age > stale_s:
+        dead = _holder_is_dead(holder)
+        if dead or (age is not None and age > stale_s):
+            why = "its process on this host is gone" if dead else f"{age:.0f} s old"
+            print(f"kubetrade: breaking the stale promotion lock {lock!r} of {holder} ({why})",
+                  file=sys.stderr)  # fmt: skip
             _log.warning("breaking stale promotion lock %s (%s, %.0f s old)", lock, holder, age)
             try:
                 client.delete_registered_model(lock)
@@ -463,12 +489,16 @@ def register_challenger(
     data_range: Mapping[str, str] | None = None,
     force_reason: str | None = None,
     baselines: Mapping[str, float] | None = None,
+    idempotency_key: str | None = None,
 ) -> Promotion:
     """Register ``model_uri`` as a new version of ``name``; alias it challenger; promote
     it to champion if :func:`gate_decision` says so (same ``data_range``, ``value`` of
     ``metric`` better than the champion's by more than ``margin``; ``mode``: the metric's
     known direction unless given). The decision's reason is tagged ``kubetrade.gate_decision``
-    on the new version and returned in :attr:`Promotion.reason`.
+    on the new version and returned in :attr:`Promotion.reason`. ``idempotency_key`` (e.g. a
+    digest of the logged files): a version of ``name`` already tagged with it is reused
+    instead of registering a duplicate (a rerun after a ``kill -9`` mid-registration finishes
+    the gating of the version the killed run created).
 
     Raises :class:`RegistryError` (one line: the store, what failed, the fix) when the
     store refuses or stays unreachable; ``champion`` is then unchanged."""
@@ -495,6 +525,8 @@ def register_challenger(
     }
     if force_reason:
         all_tags[FORCE_TAG] = force_reason.strip()[:4000]
+    if idempotency_key:
+        all_tags[IDEMPOTENCY_TAG] = idempotency_key
     tries = {"create": 0}
 
     def existing() -> Any:
@@ -508,13 +540,19 @@ def register_challenger(
         for mv in versions:
             if mv.tags.get(REGISTRATION_TAG) == registration_id:
                 return mv
+            if idempotency_key and mv.tags.get(IDEMPOTENCY_TAG) == idempotency_key:
+                return mv
         return None
 
     def create() -> Any:
         import mlflow
 
         tries["create"] += 1
-        if tries["create"] > 1 and (found := existing()) is not None:
+        if (tries["create"] > 1 or idempotency_key) and (found := existing()) is not None:
+            if idempotency_key and found.tags.get(IDEMPOTENCY_TAG) == idempotency_key:
+                for key in (FORCE_TAG, f"oos_{metric}", *DATA_RANGE_TAGS):
+                    if key in all_tags:
+                        client.set_model_version_tag(name, found.version, key, all_tags[key])
             return found
         # mlflow.register_model resolves MLflow 3 logged-model URIs (models:/m-...) and runs:/
         # but reads the global URI

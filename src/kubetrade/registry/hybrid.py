@@ -249,7 +249,7 @@ def register_export(
     return register_challenger(
         model_uri, model_name, metric, float(value), mode=mode, tags=all_tags,
         tracking_uri=uri, margin=margin, data_range=data_range, force_reason=force_reason,
-        baselines=baselines, **retry,
+        baselines=baselines, idempotency_key=f"hybrid:{model_uri}:{manifest}:{metric}={float(value)!r}", **retry,
     )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ at logging, else ``w_0 ..``), one row per input row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Mapping
@@ -382,5 +383,8 @@ def register_rl_ensemble(
     return register_challenger(
         model_uri, model_name, metric, float(value), mode=mode, tags=all_tags,
         tracking_uri=tracking_uri, margin=margin, data_range=data_range,
-        force_reason=force_reason, baselines=baselines, **retry,
+        force_reason=force_reason, baselines=baselines,
+        idempotency_key="rl:" + hashlib.sha256(
+            json.dumps([local, metric, float(value)], sort_keys=True).encode()).hexdigest(),
+        **retry,
     )  # fmt: skip

@@ -157,6 +157,9 @@ class TrainingPipeline:
             periods = {f"period_{k}": f"{a}..{b}" for k, (a, b) in bundle.periods.items()}
             # what the champion gate compares (a --bundle run has no symbols tag otherwise)
             periods["symbols"] = ",".join(sorted({str(s) for s in bundle.test.symbols}))
+            if "period_test" not in periods and len(bundle.test.timestamps):
+                stamps = sorted(str(t)[:10] for t in bundle.test.timestamps)
+                periods["period_test"] = f"{stamps[0]}..{stamps[-1]}"
             tracker.set_tags(
                 {"model_type": cfg.model.type, "nproc_per_node": self.nproc, **periods,
                  **(tags or {})}
