@@ -329,3 +329,42 @@ def test_sigterm_is_forwarded_to_the_whole_torchrun_group(tmp_path):
             time.sleep(0.1)
         else:
             pytest.fail(f"worker {pid} still running after SIGTERM")
+
+
+# ------------------------------------------------------------------ truncated files
+def _bundle(tmp_path: Path) -> Path:
+    from kubetrade.training.bundle import save_bundle, synthetic_bundle
+
+    return save_bundle(synthetic_bundle(n_timestamps=120, sequence_length=10), tmp_path / "b.npz")
+
+
+def test_truncated_or_foreign_bundle_is_one_line(tmp_path, capsys):
+    import zipfile
+
+    good = _bundle(tmp_path)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    foreign = tmp_path / "foreign.npz"
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("train_X.npy", b"not an array")
+    cfg = repo_config(tmp_path)
+    for path in (truncated, foreign):
+        rc, err = cli(capsys, "train", "--config", str(cfg), "--bundle", str(path),
+                      "--run-dir", str(tmp_path / "run"))  # fmt: skip
+        one_line(rc, err, str(path))
+        assert not (tmp_path / "run").exists()
+
+
+def test_truncated_snapshot_is_one_line_before_resuming(tmp_path):
+    import torch
+
+    from kubetrade.errors import TrainingError
+    from kubetrade.training.bundle import ensure_readable_snapshot
+
+    torch.save({"epoch": 3, "weights": torch.zeros(1000)}, tmp_path / "snapshot.pt")
+    ensure_readable_snapshot(tmp_path)  # a whole one is fine
+    data = (tmp_path / "snapshot.pt").read_bytes()
+    (tmp_path / "snapshot.pt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(TrainingError, match="truncated or corrupt") as info:
+        ensure_readable_snapshot(tmp_path)
+    assert "\n" not in str(info.value)

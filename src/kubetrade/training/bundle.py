@@ -9,12 +9,61 @@ bar earns). Any object with these attributes works wherever a WindowSet is expec
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 # one window format for the whole project: the split step writes it, the trainer reads it
-from kubetrade.data.splits import DatasetBundle, WindowSet, load_bundle, save_bundle
+from kubetrade.data.splits import DatasetBundle, WindowSet, save_bundle
+from kubetrade.data.splits import load_bundle as _load_bundle
+from kubetrade.errors import SplitError, TrainingError
 
-__all__ = ["WindowSet", "DatasetBundle", "save_bundle", "load_bundle", "synthetic_bundle"]
+__all__ = [
+    "WindowSet",
+    "DatasetBundle",
+    "save_bundle",
+    "load_bundle",
+    "synthetic_bundle",
+    "ensure_readable_snapshot",
+]
+
+
+def load_bundle(path: str | Path) -> DatasetBundle:
+    """:func:`kubetrade.data.splits.load_bundle`, with a truncated or foreign file (not a
+    zip, a missing array, a bad dtype) as one :class:`SplitError` line instead of a
+    ``BadZipFile`` / ``KeyError`` traceback."""
+    import zipfile
+
+    try:
+        return _load_bundle(path)
+    except SplitError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as exc:
+        what = exc.args[0] if isinstance(exc, KeyError) and exc.args else type(exc).__name__
+        raise SplitError(
+            f"{path} is not a readable dataset bundle ({str(what)[:80]}); it is truncated or "
+            "not written by the split step: rerun the split step or pass the right --bundle"
+        ) from None
+
+
+def ensure_readable_snapshot(out_dir: str | Path) -> None:
+    """Refuse, in one line, a ``snapshot.pt`` in ``out_dir`` that cannot be read back
+    (truncated by a full disk or a kill during its write) before a resume tries it."""
+    import torch
+
+    from kubetrade.training.trainer import SNAPSHOT_NAME
+
+    path = Path(out_dir) / SNAPSHOT_NAME
+    if not path.is_file():
+        return
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a broken file
+        raise TrainingError(
+            f"{path} cannot be read back ({type(exc).__name__}); it is truncated or corrupt: "
+            "delete it (training restarts from epoch 1) or pass --no-resume"
+        ) from None
+
 
 _SPLITS = ("train", "val", "test")
 _ARRAYS = ("X", "y_cls", "y_reg", "timestamps", "symbols")
