@@ -368,3 +368,17 @@ def test_truncated_snapshot_is_one_line_before_resuming(tmp_path):
     with pytest.raises(TrainingError, match="truncated or corrupt") as info:
         ensure_readable_snapshot(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_resuming_on_different_data_is_refused(tmp_path):
+    from kubetrade.errors import TrainingError
+    from kubetrade.training.bundle import ensure_same_data, synthetic_bundle
+    from kubetrade.training.trainer import SNAPSHOT_NAME
+
+    first = synthetic_bundle(n_timestamps=120, sequence_length=10, seed=0)
+    ensure_same_data(tmp_path, first)
+    (tmp_path / SNAPSHOT_NAME).write_bytes(b"a snapshot")
+    ensure_same_data(tmp_path, synthetic_bundle(n_timestamps=120, sequence_length=10, seed=0))
+    other = synthetic_bundle(n_timestamps=120, sequence_length=10, seed=1)
+    with pytest.raises(TrainingError, match="trained on different data"):
+        ensure_same_data(tmp_path, other)

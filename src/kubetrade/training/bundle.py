@@ -25,6 +25,8 @@ __all__ = [
     "load_bundle",
     "synthetic_bundle",
     "ensure_readable_snapshot",
+    "ensure_same_data",
+    "bundle_fingerprint",
 ]
 
 
@@ -124,3 +126,48 @@ def synthetic_bundle(
     return DatasetBundle(
         train=merged["train"], val=merged["val"], test=merged["test"], feature_names=names
     )
+
+
+FINGERPRINT_NAME = "data_fingerprint.json"
+
+
+def bundle_fingerprint(bundle: DatasetBundle) -> str:
+    """SHA-256 over the bundle's arrays (windows, labels, timestamps, symbols of every
+    split) and feature names: equal iff the training would see the same data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in (bundle.train, bundle.val, bundle.test):
+        for name in ("X", "y_cls", "y_reg", "timestamps", "symbols"):
+            arr = np.ascontiguousarray(np.asarray(getattr(split, name)))
+            digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+            digest.update(arr.astype(str).tobytes() if arr.dtype == object else arr.tobytes())
+    digest.update("\0".join(bundle.feature_names).encode())
+    return digest.hexdigest()
+
+
+def ensure_same_data(out_dir: str | Path, bundle: DatasetBundle) -> None:
+    """Record the bundle's fingerprint in ``out_dir``; if a snapshot exists there from a
+    training on different data, refuse to resume in one line (was: silently resumed)."""
+    import json
+
+    from kubetrade.training.trainer import SNAPSHOT_NAME
+
+    out = Path(out_dir)
+    path = out / FINGERPRINT_NAME
+    current = bundle_fingerprint(bundle)
+    if (out / SNAPSHOT_NAME).is_file() and path.is_file():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded != current:
+            raise TrainingError(
+                f"{out} holds a snapshot trained on different data (bundle SHA-256 "
+                f"{str(recorded)[:12]}... vs {current[:12]}...); resuming would mix them: "
+                "pass another --run-dir or --no-resume"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"sha256": current}), encoding="utf-8")
+    tmp.replace(path)

@@ -183,9 +183,10 @@ class TrainingPipeline:
         """Only the training step (in-process, or torchrun when ``nproc_per_node`` > 1), with
         per-epoch metrics logged into ``tracker``'s run; returns the best model and result."""
         out = self.run_dir / "train"
-        from kubetrade.training.bundle import ensure_readable_snapshot
+        from kubetrade.training.bundle import ensure_readable_snapshot, ensure_same_data
 
         ensure_readable_snapshot(out)  # a truncated snapshot: one line, not a traceback
+        ensure_same_data(out, bundle)  # a snapshot of other data is not resumed
         if self.nproc <= 1:
             return fit(
                 self.config,

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             bundle = load_bundle(args.bundle)
             if not args.no_resume:
-                ensure_readable_snapshot(args.out)
+                ensure_readable_snapshot(args.out)  # (the data check: TrainingPipeline)
             callbacks: list[Callback] = []
             if args.mlflow_run_id and ctx.is_main:
                 from kubetrade.training.tracking import MLflowEpochLogger, MlflowTracker
