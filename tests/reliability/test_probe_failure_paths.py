@@ -382,3 +382,35 @@ def test_resuming_on_different_data_is_refused(tmp_path):
     other = synthetic_bundle(n_timestamps=120, sequence_length=10, seed=1)
     with pytest.raises(TrainingError, match="trained on different data"):
         ensure_same_data(tmp_path, other)
+
+
+def test_disk_full_while_training_is_one_line_and_leaves_no_temp_bundle(tmp_path, monkeypatch):
+    """ENOSPC injected into the bundle write of a 2-process training (the file system here
+    cannot be filled safely): one line, the MLflow run FAILED, no ``bundle.npz.tmp.npz``."""
+    import errno
+
+    import mlflow
+
+    from kubetrade.config import TrainingConfig
+    from kubetrade.errors import TrainingError
+    from kubetrade.training import pipeline as tp
+    from kubetrade.training.bundle import synthetic_bundle
+
+    def full_disk(bundle, path):
+        Path(str(path) + ".tmp.npz").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tp, "save_bundle", full_disk)
+    cfg = TrainingConfig.model_validate({"training": {"batch_size": 8}})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    pipe = tp.TrainingPipeline(config=cfg, run_dir=tmp_path / "run", tracking_uri=uri,
+                               nproc_per_node=2, verbose=False)  # fmt: skip
+    bundle = synthetic_bundle(n_timestamps=120, sequence_length=10)
+    with pytest.raises(TrainingError, match="No space left on device") as info:
+        pipe.train_on_bundle(bundle)
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "run").glob("*.tmp*"))
+    (run,) = mlflow.MlflowClient(uri).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(uri).search_experiments()]
+    )
+    assert run.info.status == "FAILED"

@@ -140,7 +140,17 @@ class TrainingPipeline:
         """Run the whole pipeline on prepared windows; returns the results dict."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with run_dir_lock(self.run_dir):
-            return self._train_on_bundle(bundle, tags)
+            try:
+                return self._train_on_bundle(bundle, tags)
+            except OSError as exc:  # disk full, permissions changed mid-run ...
+                for leftover in self.run_dir.glob("*.tmp*"):  # e.g. bundle.npz.tmp.npz
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+                where = exc.filename or self.run_dir
+                raise TrainingError(
+                    f"cannot write {where} ({exc.strerror or type(exc).__name__}); the MLflow "
+                    "run was marked FAILED. Free disk space or pass a writable --run-dir"
+                ) from None
 
     def _train_on_bundle(
         self, bundle: DatasetBundle, tags: dict[str, Any] | None = None
