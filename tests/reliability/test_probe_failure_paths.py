@@ -414,3 +414,11 @@ def test_disk_full_while_training_is_one_line_and_leaves_no_temp_bundle(tmp_path
         [e.experiment_id for e in mlflow.MlflowClient(uri).search_experiments()]
     )
     assert run.info.status == "FAILED"
+
+
+def test_train_hparam_with_unclosed_list_is_one_line(tmp_path, capsys):
+    cfg = repo_config(tmp_path)
+    rc, err = cli(capsys, "train", "--config", str(cfg), "--hparam",
+                  "model.cnn.kernel_sizes=[3,5", "--run-dir", str(tmp_path / "run"))  # fmt: skip
+    one_line(rc, err, "--hparam model.cnn.kernel_sizes=...")
+    assert not (tmp_path / "run").exists()
