@@ -51,7 +51,20 @@ def _overrides(
         if "=" not in item:
             raise KubetradeError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} {example}")
         key, value = item.split("=", 1)
-        result[key.strip()] = yaml.safe_load(value)
+        try:
+            result[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise KubetradeError(
+                f"{flag} {key.strip()}=...: {problem}{where}; quote lists like "
+                f"{flag} 'symbols=[AAPL,IBM]'"
+            ) from None
+        except ValueError:
+            # YAML read a date-like value it cannot build (2020-13-01): keep the text, the
+            # config's own validation then names the key in one line
+            result[key.strip()] = value
     return result
 
 
@@ -69,6 +82,10 @@ def run(
     from kubetrade.pipeline.steps import load_run_config
 
     cfg = load_run_config(config, _overrides(set_))
+    if run_root is not None:  # the run folders *and* the MLflow store (<run_root>/mlflow.db)
+        cfg = cfg.model_copy(
+            update={"pipeline": cfg.pipeline.model_copy(update={"run_root": str(run_root)})}
+        )
     p = cfg.pipeline
     root = Path(run_root or p.run_root)
     # Preflight: every input problem ends here with one line, before any run folder exists
@@ -691,42 +708,97 @@ def register(
         Path | None, typer.Option(help="RL ensemble: its test-period report JSON")
     ] = None,
     model_name: Annotated[str | None, typer.Option(help="registered model name")] = None,
-    metric: Annotated[str, typer.Option(help="out-of-sample metric that decides")] = "sharpe_ratio",
+    metric: Annotated[
+        str, typer.Option(help="out-of-sample metric that decides (its direction is known)")
+    ] = "sharpe_ratio",
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            help="improvement over the champion needed (default: pipeline config's "
+            "registry.margin / rl_margin)"
+        ),
+    ] = None,  # fmt: skip
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even if the gate says no (needs --reason)")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="why --force (recorded as a tag)")] = None,
     tracking_uri: Annotated[
         str | None,
         typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow store (default: env)"),
     ] = None,
     tag: Annotated[list[str] | None, typer.Option(help="extra version tag KEY=VALUE")] = None,
 ) -> None:
-    """Register a model version (alias challenger); promote it to champion only if its
-    out-of-sample metric beats the champion's. Prints the outcome as JSON."""
+    """Register a model version (alias challenger); promote it to champion only through the
+    gate: the results must be the export's own, scored on the champion's test period and
+    symbols, better than the baselines and than the champion by more than the margin.
+    Prints the outcome (with the gate's reason) as JSON."""
     import json
+    import math
 
+    from kubetrade.config import RegistryGateConfig
     from kubetrade.registry import read_oos_metric, register_export
+    from kubetrade.registry.champion import metric_direction
 
     if not tracking_uri:
         raise KubetradeError("no MLflow store: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    if force and not (reason and reason.strip()):
+        raise KubetradeError("--force needs --reason '...' (it is recorded on the version)")
+    if reason and not force:
+        raise KubetradeError("--reason is only used with --force")
+    if margin is not None and not (math.isfinite(margin) and margin >= 0):
+        raise KubetradeError(f"--margin {margin}: expected a number >= 0")
+    metric_direction(metric)  # an unknown metric is refused before anything is read
+    defaults = RegistryGateConfig()
     tags: dict[str, str] = {}
     for item in tag or []:
         if "=" not in item:
             raise KubetradeError(f"--tag {item!r}: expected KEY=VALUE, e.g. --tag data_range=a..b")
         key, value = item.split("=", 1)
+        if key.strip().startswith("kubetrade.") or key.strip().startswith(("oos_", "sha256_")):
+            raise KubetradeError(f"--tag {key.strip()!r}: that tag is set by the gate itself")
         tags[key.strip()] = value
+    force_reason = reason.strip() if force and reason else None
     if export_dir is not None and results is not None and ensemble_dir is None:
+        from kubetrade.registry.hybrid import read_results, results_baselines
+
         promotion = register_export(
             export_dir, read_oos_metric(results, metric), model_name=model_name or
             "kubetrade-hybrid", metric=metric, tags=tags, tracking_uri=tracking_uri,
+            margin=defaults.margin if margin is None else margin, force_reason=force_reason,
+            baselines=results_baselines(read_results(results), metric),
         )  # fmt: skip
     elif ensemble_dir is not None and ensemble_report is not None and export_dir is None:
-        from kubetrade.registry import register_rl_ensemble
+        from kubetrade.registry.hybrid import read_results
+        from kubetrade.registry.rl_pyfunc import (
+            ensemble_sha256,
+            register_rl_ensemble,
+            report_baselines,
+            report_data_range,
+        )
 
-        report = json.loads(ensemble_report.read_text(encoding="utf-8"))
-        if metric not in report:
+        report = read_results(ensemble_report)
+        recorded = report.get("sha256")
+        if not isinstance(recorded, dict) or not recorded:
+            raise KubetradeError(
+                f"{ensemble_report} records no SHA-256 of the ensemble files; pass the report "
+                "the ensemble step wrote"
+            )
+        # before anything loads the agents: the report must be this ensemble's
+        if ensemble_sha256(ensemble_dir) != recorded:
+            raise KubetradeError(
+                f"{ensemble_dir} is not the ensemble {ensemble_report} evaluated (SHA-256 "
+                "mismatch); nothing registered"
+            )
+        rl_value = report.get(metric)
+        if not isinstance(rl_value, int | float):
             raise KubetradeError(f"{ensemble_report} has no {metric!r}; pass the ensemble report")
         promotion = register_rl_ensemble(
-            ensemble_dir, float(report[metric]), tracking_uri=tracking_uri, metric=metric,
+            ensemble_dir, float(rl_value), tracking_uri=tracking_uri, metric=metric,
             model_name=model_name or "kubetrade-rl-ensemble", tags=tags,
-            symbols=report.get("symbols"),
+            symbols=report.get("symbols"), expected_sha256=recorded,
+            margin=defaults.rl_margin if margin is None else margin,
+            data_range=report_data_range(report), force_reason=force_reason,
+            baselines=report_baselines(report, metric),
         )  # fmt: skip
     else:
         raise KubetradeError(
@@ -736,13 +808,20 @@ def register(
     out.print_json(json.dumps(promotion.as_dict()))
 
 
+def redact(text: str) -> str:
+    """``text`` with URI passwords and ``password=``/``token=``-style values masked."""
+    from kubetrade.registry.champion import redact as _redact
+
+    return _redact(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning KubetradeError into a one-line error."""
     from rich.markup import escape
 
     def error(message: str) -> None:
         # escaped: a message may quote user text with brackets ("[/x]" is rich markup)
-        text = escape(" ".join(message.split()))
+        text = escape(redact(" ".join(message.split())))
         console.print(f"[bold red]kubetrade: error:[/] {text}", highlight=False, soft_wrap=True)
 
     try:
@@ -761,6 +840,11 @@ def main(argv: list[str] | None = None) -> int:
         format_message = getattr(exc, "format_message", None)
         exit_code = getattr(exc, "exit_code", None)
         if not (callable(format_message) and isinstance(exit_code, int)):
+            if type(exc).__module__.split(".")[0] in ("mlflow", "sqlalchemy"):
+                # the store itself (bogus URI scheme, corrupt or locked database): not a bug
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                error(f"MLflow store: {first}; check MLFLOW_TRACKING_URI / --tracking-uri")
+                return 1
             raise  # a bug: the traceback is wanted
         ctx = getattr(exc, "ctx", None)  # only usage errors carry the command's context
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

@@ -12,6 +12,7 @@ understands (all optional, with defaults) are documented on each field.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -289,6 +290,27 @@ class TuningStepConfig(StrictModel):
     threads_per_trial: int = Field(1, ge=1, le=64, description="torch threads in each trial")
 
 
+class RegistryGateConfig(StrictModel):
+    """The champion gate of the register step (and ``kubetrade register``): a challenger
+    becomes champion only if it beats its baselines and the champion, scored on the same test
+    period and symbols, by more than the margin (in the metric's own units)."""
+
+    metric: str = Field("sharpe_ratio", description="out-of-sample metric that decides")
+    margin: float = Field(
+        0.05, ge=0.0, allow_inf_nan=False,
+        description="hybrid model: improvement over the champion's metric needed to promote "
+        "(Sharpe units; within it the difference is treated as noise)",
+    )  # fmt: skip
+    rl_margin: float = Field(
+        0.05, ge=0.0, allow_inf_nan=False, description="the same for the RL ensemble"
+    )
+    require_beat_baselines: bool = Field(
+        True,
+        description="hybrid: beat every naive baseline's test metric; RL ensemble: beat "
+        "buy-and-hold after costs on the same test period",
+    )
+
+
 class PipelineConfig(StrictModel):
     """``config/pipeline.yaml``: what to run, on which data, where."""
 
@@ -317,6 +339,7 @@ class PipelineConfig(StrictModel):
     trading_env_config: str = "config/trading_env.yaml"
     rl_training_config: str = "config/rl_training.yaml"
     tuning: TuningStepConfig = Field(default_factory=TuningStepConfig)
+    registry: RegistryGateConfig = Field(default_factory=RegistryGateConfig)
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod
@@ -347,22 +370,44 @@ class PipelineConfig(StrictModel):
 
 
 # ---------------------------------------------------------------- loading
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_ .,:/+\-\[\]]{0,60}")
+
+
+def _shown_key(part: Any) -> str:
+    """A config key as it may appear in an error: plain identifiers only. Anything else (a
+    line of some file passed as a config, a secret) is not echoed."""
+    text = str(part)
+    return text if isinstance(part, int) or _PLAIN_KEY.fullmatch(text) else "<key not shown>"
+
+
+def _shown_value(value: Any) -> str:
+    """A short, bounded repr of a bad value, or '' when it should not be echoed: containers
+    (never ``str()``-ed: a YAML alias bomb would take gigabytes), long or unusual text (file
+    contents, secrets)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return repr(value)
+    if isinstance(value, date):
+        return repr(value.isoformat())
+    if isinstance(value, str) and _PLAIN_TEXT.fullmatch(value) and "://" not in value:
+        return repr(value)
+    return ""
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: ``source: dotted.path: message (got value)``; joined by '; '."""
     parts = []
     for err in exc.errors():
         # a key with whitespace or control characters is quoted, so the message stays one line
-        path = ".".join(str(p) if str(p).isprintable() and str(p).strip() == str(p)
-                        else repr(p) for p in err["loc"])  # fmt: skip
+        path = ".".join(_shown_key(p) for p in err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
             parts.append(f"{path}: unknown key")
             continue
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
-        shown = (
-            "" if isinstance(value, dict | list) and len(str(value)) > 60 else f" (got {value!r})"
-        )
+        shown = _shown_value(value)
+        shown = f" (got {shown})" if shown else ""
         # a whole-model check (no field path) speaks for itself
         parts.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
     return f"{source}: " + "; ".join(parts)

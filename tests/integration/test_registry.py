@@ -44,6 +44,14 @@ def test_first_version_becomes_champion_and_worse_challenger_does_not(store):
     assert str(client.get_model_version_by_alias("m", "challenger").version) == worse.version
     better = register_challenger(model_uri(), "m", "sharpe_ratio", 1.2, tracking_uri=uri,
                                  tags={"git_commit": "abc"})  # fmt: skip
+    # the first two recorded no data range: the gate cannot compare, so nothing moves
+    assert not better.promoted and "not recorded" in better.reason
+    dr = {"kubetrade.test_period": "2012-01-03..2013-03-01", "kubetrade.symbols": "AAPL"}
+    client.set_model_version_tag("m", first.version, "kubetrade.test_period", dr[
+        "kubetrade.test_period"])  # fmt: skip
+    client.set_model_version_tag("m", first.version, "kubetrade.symbols", "AAPL")
+    better = register_challenger(model_uri(), "m", "sharpe_ratio", 1.2, tracking_uri=uri,
+                                 tags={"git_commit": "abc"}, data_range=dr)  # fmt: skip
     assert better.promoted and better.champion_version == first.version
     champ = client.get_model_version_by_alias("m", "champion")
     assert str(champ.version) == better.version and champ.tags["git_commit"] == "abc"
@@ -170,11 +178,3 @@ def test_rl_ensemble_pyfunc_round_trip_register_and_promote(store, tmp_path):
         register_rl_ensemble(tmp_path / "ensemble", 2.0, tracking_uri=uri, model_name="rl",
                              expected_sha256={**digests, "ppo.zip": "0" * 64})  # fmt: skip
     assert str(client.get_model_version_by_alias("rl", "champion").version) == "1"
-
-
-def test_hybrid_model_is_logged_with_explicit_pickle_serialization():
-    import inspect
-
-    from kubetrade.training.tracking import MlflowTracker
-
-    assert 'serialization_format="pickle"' in inspect.getsource(MlflowTracker.log_model)

@@ -91,12 +91,20 @@ def test_train_one_process_prints_baselines_and_resumes(
     assert run.data.params["model.cnn.hidden_dim"] == "8"
     assert client.search_registered_models() == []
 
-    # the run folder is what the gated `kubetrade register` reads: first version -> champion
+    # the run folder is what the gated `kubetrade register` reads: the first version becomes
+    # champion if it beats its naive baselines' test Sharpe (else only with --force --reason)
     uri = f"sqlite:///{setup['root'].resolve() / 'mlflow.db'}"
-    assert main(["register", "--export-dir", str(run_dir / "export"), "--results",
-                 str(run_dir / "metrics.json"), "--tracking-uri", uri]) == 0  # fmt: skip
+    register = ["register", "--export-dir", str(run_dir / "export"), "--results",
+                str(run_dir / "metrics.json"), "--tracking-uri", uri]  # fmt: skip
+    assert main(register) == 0
     promotion = json.loads(capsys.readouterr().out)
-    assert promotion["promoted"] is True
+    sharpe = results["metrics"]["test"]["sharpe_ratio"]
+    bases = [b["sharpe_ratio"] for b in results["metrics"]["test_baselines"].values()
+             if "sharpe_ratio" in b]  # fmt: skip
+    assert promotion["promoted"] is all(sharpe > b for b in bases), promotion["reason"]
+    if not promotion["promoted"]:
+        assert main([*register, "--force", "--reason", "first model of the test"]) == 0
+        assert json.loads(capsys.readouterr().out)["promoted"] is True
     champion = client.get_model_version_by_alias("kubetrade-hybrid", "champion")
     assert champion.run_id == results["run_id"]
     assert champion.tags["sha256_onnx_serving"]

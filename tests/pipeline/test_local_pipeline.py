@@ -101,11 +101,17 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     versions = client.search_model_versions("name='kubetrade-hybrid'")
     if "register" in tasks:
         assert len(versions) == 1
-        champion = client.get_model_version_by_alias("kubetrade-hybrid", "champion")
-        assert champion.tags["sha256_onnx"] == export["sha256"]["onnx"]
-        assert champion.tags["sha256_onnx_serving"] == export["sha256"]["onnx_serving"]
-        rl = client.get_model_version_by_alias("kubetrade-rl-ensemble", "champion")
-        assert rl.version == "1" and rl.tags["git_commit"]
+        # champion only if the gate let it (it must beat its baselines); the reason is tagged
+        hybrid = client.get_model_version("kubetrade-hybrid", "1")
+        assert hybrid.tags["sha256_onnx"] == export["sha256"]["onnx"]
+        assert hybrid.tags["sha256_onnx_serving"] == export["sha256"]["onnx_serving"]
+        assert hybrid.tags["kubetrade.gate_decision"]
+        assert hybrid.tags["kubetrade.test_period"] == "..".join(bundle.periods["test"])
+        registered = tasks["register"]["metrics"]
+        assert registered["promoted_to_champion"] == int("champion" in hybrid.aliases)
+        rl = client.get_model_version("kubetrade-rl-ensemble", "1")
+        assert rl.tags["git_commit"] and rl.tags["kubetrade.gate_decision"]
+        assert registered["rl_ensemble_promoted_to_champion"] == int("champion" in rl.aliases)
     else:
         assert versions == []
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from kubetrade.registry import sha256_file
 from kubetrade.registry.champion import LOCK_SUFFIX, REGISTRATION_TAG
 
 N = 8
@@ -27,29 +26,19 @@ SHARPES = [0.3, 1.7, 0.9, 1.1, 0.2, 1.4, 0.6, 0.8]  # the best is not the last t
 
 
 def _exports(tmp_path: Path, store_uri: str) -> tuple[list[str], list[Path], list[Path]]:
-    """N logged models (each in its own run) with export folders and results files."""
+    """N genuine hybrid exports (each its own run and logged pyfunc model) with results."""
     import mlflow
+    from _registry_exports import make_export
 
     client = mlflow.MlflowClient(store_uri)
     exp = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
     runs, exports, results = [], [], []
     for i in range(N):
-        run = client.create_run(exp).info.run_id
-        model = client.create_logged_model(exp, source_run_id=run, name="model")
-        client.finalize_logged_model(model.model_id, "READY")
-        export = tmp_path / f"export{i}"
-        export.mkdir()
-        (export / "model.onnx").write_bytes(f"onnx {i}".encode())
-        (export / "model_uri.json").write_text(json.dumps({
-            "model_uri": f"models:/{model.model_id}", "run_id": run,
-            "sha256": {"onnx": sha256_file(export / "model.onnx")},
-            "files": {"onnx": str(export / "model.onnx")},
-        }))  # fmt: skip
-        result = tmp_path / f"results{i}.json"
-        result.write_text(json.dumps({"test": {"model": {"sharpe_ratio": SHARPES[i]}}}))
-        runs.append(run)
-        exports.append(export)
-        results.append(result)
+        export = make_export(client, exp, store_uri, tmp_path / f"export{i}", SHARPES[i],
+                             bias=float(i))  # fmt: skip
+        runs.append(export.run_id)
+        exports.append(export.folder)
+        results.append(export.results)
     return runs, exports, results
 
 

@@ -22,6 +22,7 @@ from kubetrade.errors import RegistryError
 from kubetrade.registry import register_challenger, sha256_file
 from kubetrade.registry.champion import LOCK_SUFFIX
 
+DR = {"kubetrade.test_period": "2012-01-03..2013-03-01", "kubetrade.symbols": "AAPL,IBM"}
 HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
 
@@ -50,7 +51,9 @@ def store(tmp_path, monkeypatch):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         return str(info.model_uri)
 
-    first = register_challenger(model_uri(), "m", "sharpe_ratio", 0.8, tracking_uri=uri)
+    first = register_challenger(
+        model_uri(), "m", "sharpe_ratio", 0.8, tracking_uri=uri, data_range=DR
+    )
     assert first.promoted and first.version == "1"
     yield db, uri, client, model_uri
 
@@ -95,11 +98,11 @@ def test_unreachable_tracking_server_fails_fast_in_one_line_champion_unchanged(
     # the same through the CLI: exit code 2 and one error line on stderr
     export = tmp_path / "export"
     export.mkdir()
-    (export / "model.onnx").write_bytes(b"onnx")
+    (export / "model.pt").write_bytes(b"torchscript")
     (export / "model_uri.json").write_text(json.dumps({
         "model_uri": new_model, "run_id": "r",
-        "sha256": {"onnx": sha256_file(export / "model.onnx")},
-        "files": {"onnx": str(export / "model.onnx")},
+        "sha256": {"torchscript": sha256_file(export / "model.pt")},
+        "files": {"torchscript": "model.pt"},
     }))  # fmt: skip
     (tmp_path / "results.json").write_text(json.dumps({"test": {"model": {"sharpe_ratio": 5.0}}}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": dead}
@@ -133,7 +136,7 @@ def test_store_failing_halfway_leaves_champion(store, table):
             )
     step = "register the model" if table == "model_versions" else "promote the champion"
     with pytest.raises(RegistryError, match=f"failed to {step} after 2 attempts"):
-        register_challenger(uri_new, "m", "sharpe_ratio", 5.0, tracking_uri=uri, attempts=2,
+        register_challenger(uri_new, "m", "sharpe_ratio", 5.0, tracking_uri=uri, data_range=DR, attempts=2,
                             backoff_s=0.05)  # fmt: skip
     assert champion(client) == "1"
     versions = sorted(int(v.version) for v in client.search_model_versions("name='m'"))
@@ -147,7 +150,7 @@ def test_store_failing_halfway_leaves_champion(store, table):
     with sqlite3.connect(db) as con:
         con.execute("DROP TRIGGER fail_insert")
         con.execute("DROP TRIGGER fail_update")
-    again = register_challenger(uri_new, "m", "sharpe_ratio", 5.0, tracking_uri=uri)
+    again = register_challenger(uri_new, "m", "sharpe_ratio", 5.0, tracking_uri=uri, data_range=DR)
     assert again.promoted and champion(client) == again.version
 
 
@@ -169,7 +172,7 @@ def test_locked_sqlite_database_is_waited_out(store):
     t.start()
     locked.wait(5)
     start = time.monotonic()
-    promo = register_challenger(uri_new, "m", "sharpe_ratio", 1.5, tracking_uri=uri)
+    promo = register_challenger(uri_new, "m", "sharpe_ratio", 1.5, tracking_uri=uri, data_range=DR)
     elapsed = time.monotonic() - start
     t.join()
     assert promo.promoted and promo.version == "2" and champion(client) == "2"
@@ -182,11 +185,11 @@ def test_stale_promotion_lock_is_broken_and_a_live_one_is_waited_for(store):
     client.create_registered_model(lock, tags={"kubetrade.lock_owner": "crashed-pod:1:x"})
     # a live lock (younger than lock_stale_s): wait, then one clear line, champion unchanged
     with pytest.raises(RegistryError, match="promotion lock 'm.promotion-lock'.*held by crashed"):
-        register_challenger(model_uri(), "m", "sharpe_ratio", 5.0, tracking_uri=uri,
+        register_challenger(model_uri(), "m", "sharpe_ratio", 5.0, tracking_uri=uri, data_range=DR,
                             lock_wait_s=1.0, lock_stale_s=60)  # fmt: skip
     assert champion(client) == "1"
     # the same lock, now treated as stale (its owner died): broken, registration proceeds
-    promo = register_challenger(model_uri(), "m", "sharpe_ratio", 5.0, tracking_uri=uri,
+    promo = register_challenger(model_uri(), "m", "sharpe_ratio", 5.0, tracking_uri=uri, data_range=DR,
                                 lock_stale_s=0.5)  # fmt: skip
     assert promo.promoted and champion(client) == promo.version
     assert not client.search_registered_models(f"name='{lock}'")
@@ -197,7 +200,7 @@ def test_refused_registration_is_not_retried(store):
     start = time.monotonic()
     with pytest.raises(RegistryError, match="refused to register the model"):
         register_challenger("runs:/0123456789abcdef0123456789abcdef/model", "m", "sharpe_ratio",
-                            5.0, tracking_uri=uri)  # fmt: skip
+                            5.0, tracking_uri=uri, data_range=DR)  # fmt: skip
     assert time.monotonic() - start < 3  # no backoff for a refusal
     assert champion(client) == "1"
 

@@ -71,7 +71,11 @@ _STEP = "_kt_timestamp_step_seconds"
 _GAP = "_kt_calendar_gap_days"
 _RETURN = "_kt_daily_return"
 _ROWS = "_kt_rows_in_symbol"
+_DISTINCT = "_kt_distinct_closes_in_symbol"
+# prices outside this range are a unit/scale error, and overflow or underflow in features
+_MIN_PRICE, _MAX_PRICE = 1e-6, 1e9
 _HELPER_CHECK_COLUMNS = {
+    "price_varies": "close",
     "timestamps_increasing": "timestamp",
     "calendar_gap": "timestamp",
     "daily_return_outlier": "close",
@@ -82,6 +86,7 @@ _HELPER_INPUTS = {
     _GAP: ("symbol", "timestamp"),
     _RETURN: ("symbol", "close"),
     _ROWS: ("symbol",),
+    _DISTINCT: ("symbol", "close"),
 }
 
 
@@ -269,6 +274,8 @@ class DataQualityValidator:
                 detail = f"columns are: {shown}; rename with load_files(column_map=...)"
             if check.name == "rows_per_symbol" and not success and check.name in by_name:
                 examples = _short_symbols(frame, self.min_rows_per_symbol)
+            if check.name == "price_varies" and not success and check.name in by_name:
+                examples = _constant_symbols(frame)
             results.append(
                 ExpectationResult(
                     name=check.name,
@@ -362,6 +369,13 @@ class DataQualityValidator:
         add("daily_return_outlier", f"|close-to-close return| > {ret:g}", [_RETURN],
             between(column=_RETURN, min_value=-ret, max_value=ret,
                     description=f"the symbol's close-to-close return is within +/-{ret:g}"))
+        add("price_varies", "symbols whose close never changes (a constant series: no "
+            "returns, no training windows)", [_DISTINCT],
+            between(column=_DISTINCT, min_value=2,
+                    description="each symbol has at least 2 distinct closes"))
+        add("price_magnitude", f"prices outside {_MIN_PRICE:g}..{_MAX_PRICE:g} (a unit or "
+            "scale error)", ["close"],
+            between(column="close", min_value=_MIN_PRICE, max_value=_MAX_PRICE))
         add("rows_per_symbol", f"symbols with fewer than {rows} rows", [_ROWS],
             between(column=_ROWS, min_value=rows,
                     description=f"each symbol has at least {rows} rows"))
@@ -614,6 +628,10 @@ def _prepare(df: pd.DataFrame) -> tuple[pd.DataFrame, set[str], dict[str, str]]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 frame[_RETURN] = close / previous - 1.0
             usable.add(_RETURN)
+            frame[_DISTINCT] = (
+                close.groupby(frame["symbol"], sort=False).transform("nunique").astype("float64")
+            )
+            usable.add(_DISTINCT)
     return frame, usable, details
 
 
@@ -661,6 +679,12 @@ def _short_symbols(frame: pd.DataFrame, min_rows: int) -> list[str]:
     sizes = frame.groupby("symbol", sort=False).size()
     short = sizes[sizes < min_rows]
     return [f"{sym} ({n} rows)" for sym, n in short.head(_N_EXAMPLES).items()]
+
+
+def _constant_symbols(frame: pd.DataFrame) -> list[str]:
+    """``SYMBOL (close always X)`` for each symbol whose close never changes."""
+    constant = frame[frame[_DISTINCT] < 2].groupby("symbol", sort=False)["close"].first()
+    return [f"{sym} (close always {v:g})" for sym, v in constant.head(_N_EXAMPLES).items()]
 
 
 def _skip_reason(check: _Check, df: pd.DataFrame, usable: set[str]) -> str:

@@ -119,6 +119,12 @@ def to_canonical(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
     return out.sort_values(["symbol", "timestamp"], kind="mergesort").reset_index(drop=True)
 
 
+# pandas' default missing-value spellings (read_csv's na_values)
+_NA_SPELLINGS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+})  # fmt: skip
+
 _TIME_ZONE = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})$")
 
 
@@ -164,6 +170,7 @@ def _parse_timestamps(values: pd.Series, source: str) -> pd.Series:
                 f"{', '.join(repr(v) for v in examples)}); write every timestamp in "
                 "one zone, e.g. UTC dates like 2012-01-31"
             )
+    ts = _keep_local_trading_day(values, ts)
     missing = ts.isna() & values.notna()
     if ts.isna().any():
         count = int(ts.isna().sum())
@@ -173,6 +180,30 @@ def _parse_timestamps(values: pd.Series, source: str) -> pd.Series:
             "every bar needs a date like 2012-01-31"
         )
     return ts.astype("datetime64[ns, UTC]")
+
+
+def _keep_local_trading_day(values: pd.Series, ts: pd.Series) -> pd.Series:
+    """Daily bars stamped at local midnight in a zone east of UTC (Asia/Tokyo ``2020-01-06
+    00:00+09:00``) are the previous day in UTC; converting would move every bar to the day
+    before. When every timestamp is at local midnight, keep the local calendar date (as UTC
+    midnight); intraday timestamps are converted to UTC as they are."""
+    local: pd.Series | None = None
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        local = values
+    elif values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        try:
+            parsed = pd.to_datetime(values, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            return ts
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            local = parsed
+    if local is None or str(local.dt.tz) in ("UTC", "UTC+00:00"):
+        return ts
+    naive = local.dt.tz_localize(None)
+    valid = naive.dropna()
+    if len(valid) == 0 or not (valid == valid.dt.normalize()).all():
+        return ts
+    return naive.dt.tz_localize("UTC")
 
 
 def load_files(
@@ -203,7 +234,10 @@ def load_files(
             if name.endswith(".parquet") or name.endswith(".pq"):
                 df = pd.read_parquet(path)
             elif name.endswith(".csv") or name.endswith(".csv.gz"):
-                df = pd.read_csv(path)
+                # a ticker may be spelled like a missing value (NA: National Australia Bank,
+                # NULL ...): only "" is missing while reading; the usual NA spellings are
+                # applied below to every column except the symbol
+                df = pd.read_csv(path, keep_default_na=False, na_values=[""])
             else:
                 raise DataSourceError(
                     f"{path}: unsupported file type; use .csv, .csv.gz or .parquet"
@@ -239,6 +273,9 @@ def load_files(
                 if alias in lower:
                     mapping[lower[alias]] = "symbol"
         df = df.rename(columns=mapping)
+        for col in df.columns:
+            if col != "symbol" and df[col].dtype == object:
+                df[col] = df[col].where(~df[col].isin(_NA_SPELLINGS), np.nan)
         if "symbol" not in df.columns:
             df["symbol"] = symbol or path.name.split(".")[0].upper()
         frames.append(to_canonical(df, source=str(path)))

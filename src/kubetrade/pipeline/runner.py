@@ -45,14 +45,18 @@ class RunResult:
 
 
 def _new_run_dir(run_root: Path) -> Path:
+    """A new run folder ``<UTC stamp>[-n]``; ``mkdir`` without ``exist_ok`` is the atomic
+    claim, so runs started in the same second get different folders."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = run_root / stamp
-    n = 1
-    while run_dir.exists():
-        run_dir = run_root / f"{stamp}-{n}"
-        n += 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    run_root.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        run_dir = run_root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise KubetradeError(f"could not create a new run folder under {run_root}")
 
 
 def _collect_outputs(run_dir: Path) -> dict[str, Any]:
@@ -159,6 +163,10 @@ def run_local(
             # expected here: display names and our base image are no-ops locally
             warnings.filterwarnings("ignore", module=r"kfp\.local.*")
             training_pipeline(run_config=run.to_json(), agent_types=run.agent_types())
+    except OSError as exc:  # disk full / permissions: often the log write itself
+        with contextlib.suppress(OSError):
+            tee.close()
+        _fail_os(run_dir, error_file, exc)
     except Exception as exc:  # kfp raises RuntimeError for a failed task
         tee.close()
         _fail(run_dir, error_file, exc)
@@ -235,6 +243,27 @@ def sweep_interrupted_runs(run_root: str | Path) -> list[Path]:
     return swept
 
 
+def _fail_os(run_dir: Path, error_file: Path, exc: OSError) -> None:
+    """An OS error mid-run (disk full while writing the log, ...): drop the task outputs,
+    record ``FAILED.json`` if the disk takes it, raise one line."""
+    for child in run_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+    for path in (error_file, run_dir / PID_FILE):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    where = exc.filename or run_dir
+    message = f"cannot write {where} ({exc.strerror or type(exc).__name__})"
+    with contextlib.suppress(OSError):
+        (run_dir / "FAILED.json").write_text(
+            json.dumps({"step": "pipeline", "message": message}, indent=2), encoding="utf-8"
+        )
+    raise PipelineRunError(
+        f"{message}; the run's outputs were removed. Free disk space or choose a writable "
+        "run_root in config/pipeline.yaml or --run-root"
+    ) from None
+
+
 def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
     if error_file.is_file():
         info = json.loads(error_file.read_text(encoding="utf-8"))
@@ -259,6 +288,9 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
         error_file.unlink()
     with contextlib.suppress(OSError):
         (run_dir / PID_FILE).unlink()
+    from kubetrade.registry.champion import redact
+
+    message = redact(message)
     (run_dir / "FAILED.json").write_text(
         json.dumps({"step": step, "message": message}, indent=2), encoding="utf-8"
     )

@@ -557,7 +557,10 @@ def export_step(
     tracker.log_metrics(diffs)
     tracker.log_artifact(export_dir, "export")
     tracker.log_artifact(info["final_model_path"], "checkpoints")
-    model_uri = tracker.log_model(model, name="model")
+    from kubetrade.registry.hybrid_pyfunc import log_hybrid
+
+    model_uri = log_hybrid(export_dir, exported.files(), tracker.tracking_uri, info["run_id"],
+                           input_shape=tuple(bundle.test.X.shape[1:]))  # fmt: skip
     tracker.client.set_terminated(info["run_id"], status="FINISHED")
     from kubetrade.registry import write_export_info
 
@@ -638,13 +641,18 @@ def backtest_step(
 # ------------------------------------------------------------------ gate + registry
 def evaluation_gate(results_path: str | Path, tolerance: float = 0.02) -> str:
     """``"pass"`` when the model's test metrics are finite and its accuracy is at least
-    the majority-class baseline's minus ``tolerance``; otherwise ``"fail"`` (no registration)."""
+    the majority-class baseline's minus ``tolerance``; otherwise ``"fail"`` (no registration).
+    A results file that cannot be read, or lacks those metrics, is ``"fail"`` too."""
     import math
 
-    test = _read_json(results_path)["test"]
-    model, majority = test["model"], test["baselines"]["majority_class"]
-    finite = all(math.isfinite(float(v)) for v in model.values())
-    return "pass" if finite and model["accuracy"] >= majority["accuracy"] - tolerance else "fail"
+    try:
+        test = _read_json(results_path)["test"]
+        model, majority = test["model"], test["baselines"]["majority_class"]
+        finite = all(math.isfinite(float(v)) for v in model.values())
+        ok = finite and float(model["accuracy"]) >= float(majority["accuracy"]) - tolerance
+    except (OSError, ValueError, KeyError, TypeError):
+        return "fail"
+    return "pass" if ok else "fail"
 
 
 def register_step(
@@ -656,34 +664,35 @@ def register_step(
     ensemble_dir: str | Path | None = None,
     ensemble_eval_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Register the hybrid model (pytorch flavour, with its TorchScript and ONNX files) and,
-    when given, the RL ensemble (pyfunc); each new version gets alias ``challenger`` and
-    moves ``champion`` only if its out-of-sample Sharpe beats the champion's. Every file's
-    SHA-256 is checked against the one recorded when it was made, for both models, before
-    either is registered."""
+    """Register the hybrid model (a pyfunc over its TorchScript file, no pickle) and, when
+    given, the RL ensemble (pyfunc); each new version gets alias ``challenger`` and moves
+    ``champion`` only through the gate (``pipeline.registry``): same test period and symbols
+    as the champion, better by more than the margin, and (hybrid) better than its naive
+    baselines / (RL) better than buy-and-hold after costs. Every file's SHA-256 is checked
+    against the one recorded when it was made, for both models, before either is
+    registered; the reason of each decision is in the summary and the version's tags."""
     import hashlib
 
+    from kubetrade.errors import RegistryError
     from kubetrade.registry import (
         ensemble_sha256,
-        read_export_info,
         read_oos_metric,
         register_export,
         register_rl_ensemble,
-        verify_sha256,
     )
+    from kubetrade.registry.hybrid import read_results, results_baselines, verify_export
+    from kubetrade.registry.rl_pyfunc import report_baselines, report_data_range
 
-    info = read_export_info(export_dir)
-    verify_sha256(info["files"], info["sha256"])
+    gate = run.pipeline.registry
+    verify_export(export_dir)
     ensemble_report: dict[str, Any] | None = None
     if ensemble_dir is not None and ensemble_eval_path is not None:
         ensemble_report = _read_json(ensemble_eval_path)
         recorded = ensemble_report.get("sha256")
-        if recorded and ensemble_sha256(ensemble_dir) != recorded:
-            from kubetrade.errors import RegistryError
-
+        if not recorded or ensemble_sha256(ensemble_dir) != recorded:
             raise RegistryError(
                 f"RL ensemble files in {ensemble_dir} changed since they were evaluated "
-                "(SHA-256 mismatch); rerun the pipeline from the ensemble step"
+                "(SHA-256 mismatch or none recorded); rerun the pipeline from the ensemble step"
             )
     tracking_uri = _tracker(run).tracking_uri
     config_hash = hashlib.sha256(run.training.model_dump_json().encode()).hexdigest()
@@ -692,26 +701,35 @@ def register_step(
         "symbols": ",".join(run.pipeline.symbols),
         "config_sha256": config_hash,
     }
+    results = read_results(results_path)
+    baselines = results_baselines(results, gate.metric) if gate.require_beat_baselines else {}
     hybrid = register_export(
-        export_dir, read_oos_metric(results_path), model_name=model_name, tags=tags,
-        tracking_uri=tracking_uri,
+        export_dir, read_oos_metric(results_path, gate.metric), model_name=model_name,
+        metric=gate.metric, tags=tags, tracking_uri=tracking_uri, margin=gate.margin,
+        baselines=baselines,
     )  # fmt: skip
     summary: dict[str, Any] = {
         "model_version": int(hybrid.version),
         "promoted_to_champion": int(hybrid.promoted),
-        "oos_sharpe_ratio": hybrid.value,
+        f"oos_{gate.metric}": hybrid.value,
+        "gate_reason": hybrid.reason,
     }
     if ensemble_report is not None:
+        assert ensemble_dir is not None
         rl_hash = hashlib.sha256(json.dumps(run.rl, sort_keys=True).encode()).hexdigest()
+        rl_base = report_baselines(ensemble_report, gate.metric)
         rl = register_rl_ensemble(
-            ensemble_dir, float(ensemble_report["sharpe_ratio"]), tracking_uri=tracking_uri,
-            tags={**tags, "config_sha256": rl_hash}, symbols=ensemble_report.get("symbols"),
-            expected_sha256=ensemble_report.get("sha256"),
+            ensemble_dir, float(ensemble_report[gate.metric]), tracking_uri=tracking_uri,
+            metric=gate.metric, tags={**tags, "config_sha256": rl_hash},
+            symbols=ensemble_report.get("symbols"), expected_sha256=ensemble_report.get("sha256"),
+            margin=gate.rl_margin, data_range=report_data_range(ensemble_report),
+            baselines=rl_base if gate.require_beat_baselines else {},
         )  # fmt: skip
         summary.update(
             rl_ensemble_version=int(rl.version),
             rl_ensemble_promoted_to_champion=int(rl.promoted),
-            rl_ensemble_oos_sharpe_ratio=rl.value,
+            **{f"rl_ensemble_oos_{gate.metric}": rl.value},
+            rl_ensemble_gate_reason=rl.reason,
         )
     return summary
 

@@ -1,7 +1,12 @@
 """MLflow registry: versions with provenance tags, champion/challenger aliases.
 
-* :func:`register_challenger`: any logged model URI (bounded retries, promotion lock).
-* :func:`register_export`: the hybrid model from its export folder (SHA-256 checked).
+* :func:`register_challenger`: any logged model URI (bounded retries, promotion lock), through
+  the champion gate (:func:`~kubetrade.registry.champion.gate_decision`: known metric
+  direction, same test period and symbols, margin, baselines, ``force_reason``).
+* :func:`register_export`: the hybrid model from its export folder: files hashed in that
+  folder, the logged model (a pyfunc over the TorchScript file, no pickle,
+  :mod:`kubetrade.registry.hybrid_pyfunc`) must be the export run's own with the same bytes.
+* :mod:`kubetrade.registry.safe_sb3`: SB3 agent zips loaded without unpickling anything.
 * :func:`register_rl_ensemble` / :func:`log_rl_ensemble`: the RL ensemble as a pyfunc
   model (``kubetrade.registry.rl_pyfunc``, imported on first use: it imports MLflow).
 """

@@ -36,8 +36,10 @@ import hashlib
 import logging
 import os
 import random
+import re
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -58,6 +60,11 @@ __all__ = [
     "global_tracking_uri",
     "LOCK_SUFFIX",
     "REGISTRATION_TAG",
+    "redact",
+    "METRIC_DIRECTIONS",
+    "DATA_RANGE_TAGS",
+    "gate_decision",
+    "metric_direction",
 ]
 
 T = TypeVar("T")
@@ -86,7 +93,52 @@ _HTTP_ENV = (
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
 )
+
+
+# direction of each out-of-sample metric the gate may decide on ("max": higher is better)
+METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
+    "sharpe_ratio": "max",
+    "sortino_ratio": "max",
+    "calmar_ratio": "max",
+    "total_return": "max",
+    "annual_return": "max",
+    "annualized_return": "max",
+    "accuracy": "max",
+    "f1_score": "max",
+    "precision": "max",
+    "recall": "max",
+    "win_rate": "max",
+    "profit_factor": "max",
+    "max_drawdown": "max",  # drawdowns are <= 0: closer to zero is better
+    "mse": "min",
+    "rmse": "min",
+    "mae": "min",
+    "log_loss": "min",
+    "volatility": "min",
+}
+# tags that say which data a version was scored on; a champion is only beaten on the same
+DATA_RANGE_TAGS = ("kubetrade.test_period", "kubetrade.symbols")
+DECISION_TAG = "kubetrade.gate_decision"
+IDEMPOTENCY_TAG = "kubetrade.idempotency_key"
+FORCE_TAG = "kubetrade.forced_reason"
+
+
+def metric_direction(
+    metric: str, mode: Literal["max", "min"] | None = None
+) -> Literal["max", "min"]:
+    """``mode`` if given, else the known direction of ``metric`` (RegistryError if unknown)."""
+    if mode is not None:
+        if mode not in ("max", "min"):
+            raise RegistryError(f"mode {mode!r} is neither 'max' nor 'min'")
+        return mode
+    if metric not in METRIC_DIRECTIONS:
+        raise RegistryError(
+            f"metric {metric!r} has no known direction (known: {', '.join(sorted(METRIC_DIRECTIONS))}); "
+            "refusing to compare models on it"
+        )
+    return METRIC_DIRECTIONS[metric]
 
 
 @dataclass
@@ -98,6 +150,7 @@ class Promotion:
     value: float
     champion_version: str | None
     champion_value: float | None
+    reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -114,7 +167,13 @@ def sha256_file(path: str | Path) -> str:
 def verify_sha256(files: Mapping[str, str | Path], expected: Mapping[str, str]) -> None:
     """Raise RegistryError if a file's SHA-256 differs from what export recorded."""
     for key, path in files.items():
-        actual = sha256_file(path)
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise RegistryError(
+                f"{path}: cannot read it ({type(exc).__name__}); the export is incomplete, "
+                "not promoting"
+            ) from exc
         if expected.get(key) != actual:
             raise RegistryError(
                 f"{path}: SHA-256 {actual[:12]}... does not match the exported "
@@ -146,6 +205,8 @@ def bounded_http(timeout_s: int = 10, retries: int = 1) -> Iterator[None]:
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s)),
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+            # downloads for verification: no progress bars on stderr (one-line errors)
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
     )
     try:
@@ -174,6 +235,23 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+_SECRET_PATTERNS = (
+    # scheme://user:password@host -> scheme://user:***@host
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1***@"),
+    # ?password=...&token=... in URIs and KEY=VALUE text
+    (re.compile(r"(?i)\b((?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)=)"
+                r"[^\s&;,]+"), r"\1***"),
+)  # fmt: skip
+
+
+def redact(text: str) -> str:
+    """``text`` with URI passwords and ``password=``/``token=``-style values masked (every
+    error and log line that names a store goes through this)."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", "") or "")
 
@@ -181,16 +259,16 @@ def _code(exc: BaseException) -> str:
 def _one_line(exc: BaseException | None, limit: int = 240) -> str:
     if exc is None:
         return "no error recorded"
-    text = " ".join(str(exc).split())
+    text = redact(" ".join(str(exc).split()))
     text = text or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fix(uri: str) -> str:
     where = (
-        f"that the MLflow tracking server at {uri} is up and reachable (MLFLOW_TRACKING_URI)"
+        f"that the MLflow tracking server at {redact(uri)} is up and reachable (MLFLOW_TRACKING_URI)"
         if uri.startswith(("http://", "https://"))
-        else f"that the store {uri} is writable and not held by another writer"
+        else f"that the store {redact(uri)} is writable and not held by another writer"
     )
     return f"check {where}, then rerun the register step; the champion alias was not changed"
 
@@ -212,24 +290,40 @@ def _retry(fn: Callable[[], T], what: str, uri: str, attempts: int, backoff_s: f
         except (MlflowException, OSError, ConnectionError) as exc:
             if isinstance(exc, MlflowException) and _code(exc) in _PERMANENT:
                 raise RegistryError(
-                    f"MLflow at {uri} refused to {what} ({_code(exc)}: {_one_line(exc)}); "
+                    f"MLflow at {redact(uri)} refused to {what} ({_code(exc)}: {_one_line(exc)}); "
                     "the champion alias was not changed"
                 ) from exc
             last = exc
-            _log.warning("MLflow at %s: %s failed (attempt %d): %s", uri, what, attempt + 1,
+            _log.warning("MLflow at %s: %s failed (attempt %d): %s", redact(uri), what, attempt + 1,
                          _one_line(exc))  # fmt: skip
     raise RegistryError(
-        f"MLflow at {uri} failed to {what} after {attempts} attempts ({_one_line(last)}); "
+        f"MLflow at {redact(uri)} failed to {what} after {attempts} attempts ({_one_line(last)}); "
         + _fix(uri)
     ) from last
 
 
-def _better(new: float, old: float, mode: Literal["max", "min"]) -> bool:
-    return new > old if mode == "max" else new < old
-
-
 def _is_missing(exc: BaseException) -> bool:
     return _code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
+
+
+def _holder_is_dead(holder: str | None) -> bool:
+    """True when the lock token ``host:pid:uuid`` names this host and a pid that is gone
+    (a ``kill -9``-ed registration): no need to wait ``lock_stale_s`` for it."""
+    if not holder or holder.count(":") < 2:
+        return False
+    host, pid_text, _ = holder.rsplit(":", 2)
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @contextmanager
@@ -269,27 +363,31 @@ def _promotion_lock(
                 attempts -= 1
                 if attempts <= 0:
                     raise RegistryError(
-                        f"MLflow at {uri} failed to take the promotion lock {lock!r} "
+                        f"MLflow at {redact(uri)} failed to take the promotion lock {lock!r} "
                         f"({_one_line(exc)}); " + _fix(uri)
                     ) from exc
                 time.sleep(backoff_s)
         holder, age = _retry(owner, "read the promotion lock", uri, attempts, backoff_s)
         if holder == token:  # our create landed but its reply was lost
             break
-        if age is not None and age > stale_s:
+        dead = _holder_is_dead(holder)
+        if dead or (age is not None and age > stale_s):
+            why = "its process on this host is gone" if dead else f"{age:.0f} s old"
+            print(f"kubetrade: breaking the stale promotion lock {lock!r} of {holder} ({why})",
+                  file=sys.stderr)  # fmt: skip
             _log.warning("breaking stale promotion lock %s (%s, %.0f s old)", lock, holder, age)
             try:
                 client.delete_registered_model(lock)
             except MlflowException as exc:
                 if not _is_missing(exc):
                     raise RegistryError(
-                        f"MLflow at {uri}: could not delete the stale promotion lock {lock!r} "
+                        f"MLflow at {redact(uri)}: could not delete the stale promotion lock {lock!r} "
                         f"({_one_line(exc)}); delete that registered model by hand"
                     ) from exc
             continue
         if time.monotonic() > deadline:
             raise RegistryError(
-                f"the promotion lock {lock!r} at {uri} has been held by {holder} for "
+                f"the promotion lock {lock!r} at {redact(uri)} has been held by {holder} for "
                 f"{age or 0:.0f} s (waited {wait_s:.0f} s); if no registration of {name!r} is "
                 "running, delete that registered model; the champion alias was not changed"
             )
@@ -306,12 +404,78 @@ def _promotion_lock(
             _log.warning("could not release promotion lock %s: %s", lock, _one_line(exc))
 
 
+def gate_decision(
+    value: float,
+    metric: str,
+    mode: Literal["max", "min"],
+    margin: float,
+    data_range: Mapping[str, str] | None,
+    champion_version: str | None,
+    champion_tags: Mapping[str, str] | None,
+    force_reason: str | None = None,
+    baselines: Mapping[str, float] | None = None,
+) -> tuple[bool, str]:
+    """(promote?, why) for a challenger scoring ``value`` against the champion's tags.
+
+    Promotes when there is no champion; otherwise only when the champion was scored on the
+    same data range (``DATA_RANGE_TAGS``, both recorded), records ``metric``, and ``value``
+    beats it by more than ``margin`` in the metric's direction. ``force_reason`` promotes
+    anyway (the reason is recorded). ``baselines`` (name -> the same metric on the same test
+    period, e.g. buy-and-hold after costs) must all be beaten first, champion or not."""
+    for base, base_value in (baselines or {}).items():
+        beaten = value > base_value if mode == "max" else value < base_value
+        if not beaten and not force_reason:
+            return False, (
+                f"{metric} {value:.4g} does not beat the {base} baseline's {base_value:.4g} on "
+                "the same test period"
+            )
+    if champion_version is None:
+        return True, "no champion yet"
+    if force_reason:
+        return True, f"forced over champion v{champion_version}: {force_reason}"
+    tags = champion_tags or {}
+    raw = tags.get(f"oos_{metric}")
+    if raw is None:
+        return False, (
+            f"champion v{champion_version} records no {metric}; not comparable (promote with "
+            "--force --reason '...' if intended)"
+        )
+    try:
+        champ = float(raw)
+    except ValueError:
+        return False, f"champion v{champion_version}'s {metric} tag {raw[:40]!r} is not a number"
+    ours = dict(data_range or {})
+    for key in DATA_RANGE_TAGS:
+        mine, theirs = ours.get(key), tags.get(key)
+        if not mine or not theirs:
+            return False, (
+                f"{key} not recorded for the {'challenger' if not mine else 'champion'}; "
+                "cannot tell if both were scored on the same data"
+            )
+        if mine != theirs:
+            return False, (
+                f"scored on a different {key.split('.')[-1]} ({mine} vs the champion's "
+                f"{theirs}); not comparable"
+            )
+    delta = value - champ if mode == "max" else champ - value
+    if delta > margin:
+        return (
+            True,
+            f"{metric} {value:.4g} beats champion v{champion_version}'s {champ:.4g} "
+            f"by {delta:.4g} > margin {margin:g}",
+        )
+    return False, (
+        f"{metric} {value:.4g} vs champion v{champion_version}'s {champ:.4g}: improvement "
+        f"{delta:.4g} is not above the margin {margin:g}"
+    )
+
+
 def register_challenger(
     model_uri: str,
     name: str,
     metric: str,
     value: float,
-    mode: Literal["max", "min"] = "max",
+    mode: Literal["max", "min"] | None = None,
     tags: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
     attempts: int = 4,
@@ -320,9 +484,21 @@ def register_challenger(
     http_retries: int = 1,
     lock_wait_s: float = 120.0,
     lock_stale_s: float = 60.0,
+    *,
+    margin: float = 0.0,
+    data_range: Mapping[str, str] | None = None,
+    force_reason: str | None = None,
+    baselines: Mapping[str, float] | None = None,
+    idempotency_key: str | None = None,
 ) -> Promotion:
     """Register ``model_uri`` as a new version of ``name``; alias it challenger; promote
-    it to champion if ``value`` of ``metric`` beats the champion's.
+    it to champion if :func:`gate_decision` says so (same ``data_range``, ``value`` of
+    ``metric`` better than the champion's by more than ``margin``; ``mode``: the metric's
+    known direction unless given). The decision's reason is tagged ``kubetrade.gate_decision``
+    on the new version and returned in :attr:`Promotion.reason`. ``idempotency_key`` (e.g. a
+    digest of the logged files): a version of ``name`` already tagged with it is reused
+    instead of registering a duplicate (a rerun after a ``kill -9`` mid-registration finishes
+    the gating of the version the killed run created).
 
     Raises :class:`RegistryError` (one line: the store, what failed, the fix) when the
     store refuses or stays unreachable; ``champion`` is then unchanged."""
@@ -333,14 +509,24 @@ def register_challenger(
 
     if not math.isfinite(value):
         raise RegistryError(f"{metric}={value} is not a number; refusing to register")
+    mode = metric_direction(metric, mode)
+    if not math.isfinite(margin) or margin < 0:
+        raise RegistryError(f"gate margin {margin} must be a finite number >= 0")
+    if force_reason is not None and not force_reason.strip():
+        raise RegistryError("--force needs a non-empty --reason (it is recorded on the version)")
     client = MlflowClient(tracking_uri)
     uri = tracking_uri or client._tracking_client.tracking_uri
     registration_id = uuid.uuid4().hex
     all_tags = {
         **{k: str(v) for k, v in (tags or {}).items()},
+        **{k: str(v) for k, v in (data_range or {}).items()},
         f"oos_{metric}": repr(value),
         REGISTRATION_TAG: registration_id,
     }
+    if force_reason:
+        all_tags[FORCE_TAG] = force_reason.strip()[:4000]
+    if idempotency_key:
+        all_tags[IDEMPOTENCY_TAG] = idempotency_key
     tries = {"create": 0}
 
     def existing() -> Any:
@@ -354,28 +540,33 @@ def register_challenger(
         for mv in versions:
             if mv.tags.get(REGISTRATION_TAG) == registration_id:
                 return mv
+            if idempotency_key and mv.tags.get(IDEMPOTENCY_TAG) == idempotency_key:
+                return mv
         return None
 
     def create() -> Any:
         import mlflow
 
         tries["create"] += 1
-        if tries["create"] > 1 and (found := existing()) is not None:
+        if (tries["create"] > 1 or idempotency_key) and (found := existing()) is not None:
+            if idempotency_key and found.tags.get(IDEMPOTENCY_TAG) == idempotency_key:
+                for key in (FORCE_TAG, f"oos_{metric}", *DATA_RANGE_TAGS):
+                    if key in all_tags:
+                        client.set_model_version_tag(name, found.version, key, all_tags[key])
             return found
         # mlflow.register_model resolves MLflow 3 logged-model URIs (models:/m-...) and runs:/
         # but reads the global URI
         with global_tracking_uri(uri):
             return mlflow.register_model(model_uri, name, tags=all_tags)
 
-    def alias(alias_name: str) -> tuple[str | None, float | None]:
+    def alias(alias_name: str) -> tuple[str | None, dict[str, str]]:
         try:
             current = client.get_model_version_by_alias(name, alias_name)
         except MlflowException as exc:
             if _is_missing(exc):
-                return None, None
+                return None, {}
             raise
-        raw = current.tags.get(f"oos_{metric}")
-        return str(current.version), (float(raw) if raw is not None else None)
+        return str(current.version), dict(current.tags)
 
     with bounded_http(http_timeout_s, http_retries):
         version = _retry(create, "register the model", uri, attempts, backoff_s)
@@ -392,10 +583,27 @@ def register_challenger(
                     attempts,
                     backoff_s,
                 )
-            champ_version, champ_value = _retry(
+            champ_version, champ_tags = _retry(
                 lambda: alias(CHAMPION), "read the champion", uri, attempts, backoff_s
             )
-            promote = champ_value is None or _better(value, champ_value, mode)
+            promote, reason = gate_decision(
+                value,
+                metric,
+                mode,
+                margin,
+                data_range,
+                champ_version,
+                champ_tags,
+                force_reason,
+                {k: float(b) for k, b in (baselines or {}).items() if math.isfinite(float(b))},
+            )
+            _retry(
+                lambda: client.set_model_version_tag(name, v, DECISION_TAG, reason[:4000]),
+                "record the gate decision",
+                uri,
+                attempts,
+                backoff_s,
+            )
             if promote:  # the last write: every failure above left champion alone
                 _retry(
                     lambda: client.set_registered_model_alias(name, CHAMPION, v),
@@ -404,4 +612,9 @@ def register_challenger(
                     attempts,
                     backoff_s,
                 )
-    return Promotion(name, v, promote, metric, value, champ_version, champ_value)
+    raw = champ_tags.get(f"oos_{metric}")
+    try:
+        champ_value = float(raw) if raw is not None else None
+    except ValueError:
+        champ_value = None
+    return Promotion(name, v, promote, metric, value, champ_version, champ_value, reason)

@@ -31,6 +31,7 @@ at logging, else ``w_0 ..``), one row per input row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ from kubetrade.registry.champion import (
     bounded_http,
     git_commit,
     global_tracking_uri,
+    redact,
     register_challenger,
     sha256_file,
 )
@@ -60,6 +62,8 @@ __all__ = [
     "log_rl_ensemble",
     "register_rl_ensemble",
     "observations_frame",
+    "report_baselines",
+    "report_data_range",
 ]
 
 DEFAULT_RL_NAME = "kubetrade-rl-ensemble"
@@ -74,8 +78,16 @@ def ensemble_sha256(ensemble_dir: str | Path) -> dict[str, str]:
     meta_path = root / "ensemble.json"
     if not meta_path.is_file():
         raise RegistryError(f"no ensemble.json in {root}; save the ensemble there first")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    names = ["ensemble.json", *(m["file"] for m in meta["members"])]
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        names = ["ensemble.json", *(str(m["file"]) for m in meta["members"])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(
+            f"{meta_path} is malformed ({type(exc).__name__}); save it again"
+        ) from exc
+    outside = [n for n in names if Path(n).name != n or n in (".", "..")]
+    if outside:
+        raise RegistryError(f"{meta_path} names {outside[0][:80]!r}, not a file of {root}")
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
         raise RegistryError(f"{root} lacks {missing} named in ensemble.json; save it again")
@@ -93,11 +105,16 @@ class RLEnsemblePyfunc(PythonModel):  # type: ignore[misc]
     """MLflow pyfunc wrapper of :class:`~kubetrade.rl.ensemble.EnsembleAgent` (see module doc)."""
 
     def load_context(self, context: Any) -> None:
-        from kubetrade.rl.ensemble import EnsembleAgent
+        from kubetrade.registry.safe_sb3 import load_ensemble_safely
 
         directory = context.artifacts[ARTIFACT_KEY]
         config = dict(context.model_config or {})
         expected = config.get("sha256") or {}
+        if set(expected) != set(ensemble_sha256(directory)):
+            raise RegistryError(
+                "the logged RL ensemble's files differ from the SHA-256 list in its model "
+                "config; the model artifact was altered"
+            )
         for name, digest in expected.items():
             actual = sha256_file(Path(directory) / name)
             if actual != digest:
@@ -105,7 +122,7 @@ class RLEnsemblePyfunc(PythonModel):  # type: ignore[misc]
                     f"{name} of the logged RL ensemble has SHA-256 {actual[:12]}..., "
                     f"expected {digest[:12]}...; the model artifact was altered"
                 )
-        self.ensemble = EnsembleAgent.load(directory)
+        self.ensemble = load_ensemble_safely(directory)  # no pickle from the zips
         shape = config.get("obs_shape") or self.ensemble.members[0].model.observation_space.shape
         self.obs_shape = tuple(int(s) for s in shape or ())
         n = self.ensemble.mapper.n_assets
@@ -199,10 +216,10 @@ def log_rl_ensemble(
     import torch
     from mlflow import MlflowClient
 
-    from kubetrade.rl.ensemble import EnsembleAgent
+    from kubetrade.registry.safe_sb3 import load_ensemble_safely
 
     digests = ensemble_sha256(ensemble_dir)
-    probe = EnsembleAgent.load(ensemble_dir)
+    probe = load_ensemble_safely(ensemble_dir)  # replaces every pickled entry of the zips
     obs_shape = [int(s) for s in probe.members[0].model.observation_space.shape or ()]
     n_assets = probe.mapper.n_assets
     if symbols is not None and len(symbols) != n_assets:
@@ -262,9 +279,46 @@ def _logged_sha256(model_uri: str, tracking_uri: str) -> tuple[dict[str, str], s
             )
         )
         mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
-        spec = mlmodel["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]
+        flavors = mlmodel.get("flavors") or {}
+        pyfunc = flavors.get("python_function") or {}
+        code = local / Path(str(pyfunc.get("model_code_path"))).name
+        if (
+            set(flavors) != {"python_function"}
+            or pyfunc.get("loader_module") != "mlflow.pyfunc.loaders.code_model"
+            or "python_model" in pyfunc
+            or pyfunc.get("code")
+            or not code.is_file()
+            or code.read_bytes() != MODEL_CODE.read_bytes()
+        ):
+            raise RegistryError(
+                f"{model_uri} is not a kubetrade RL ensemble pyfunc model (its code is not "
+                "kubetrade's or it holds a pickle); refusing to register it"
+            )
+        spec = pyfunc["artifacts"][ARTIFACT_KEY]
         run = mlmodel.get("run_id")
         return ensemble_sha256(local / spec["path"]), (str(run) if run else None)
+
+
+def report_data_range(report: Mapping[str, Any]) -> dict[str, str]:
+    """The gate's data range tags from an ensemble report: its test period (first..last
+    decision timestamp) and symbols."""
+    stamps = report.get("timestamps") or []
+    symbols = report.get("symbols") or []
+    if not stamps or not symbols:
+        raise RegistryError(
+            "the ensemble report records no test timestamps / symbols; rerun the ensemble step"
+        )
+    return {
+        "kubetrade.test_period": f"{str(stamps[0])[:10]}..{str(stamps[-1])[:10]}",
+        "kubetrade.symbols": ",".join(sorted(str(s) for s in symbols)),
+    }
+
+
+def report_baselines(report: Mapping[str, Any], metric: str) -> dict[str, float]:
+    """``{"buy_and_hold": its <metric>}`` from an ensemble report (after costs), if present."""
+    bh = report.get("buy_and_hold") or {}
+    value = bh.get(metric) if isinstance(bh, dict) else None
+    return {"buy_and_hold": float(value)} if isinstance(value, int | float) else {}
 
 
 def register_rl_ensemble(
@@ -276,10 +330,14 @@ def register_rl_ensemble(
     run_id: str | None = None,
     model_name: str = DEFAULT_RL_NAME,
     metric: str = "sharpe_ratio",
-    mode: Literal["max", "min"] = "max",
+    mode: Literal["max", "min"] | None = None,
     tags: Mapping[str, Any] | None = None,
     symbols: list[str] | None = None,
     expected_sha256: Mapping[str, str] | None = None,
+    margin: float = 0.0,
+    data_range: Mapping[str, str] | None = None,
+    force_reason: str | None = None,
+    baselines: Mapping[str, float] | None = None,
     **retry: Any,
 ) -> Promotion:
     """Register the RL ensemble as a challenger of ``model_name``; champion only if ``value``
@@ -308,7 +366,7 @@ def register_rl_ensemble(
         raise
     except Exception as exc:  # noqa: BLE001 - one line for the user
         raise RegistryError(
-            f"could not read back {model_uri} from {tracking_uri} to verify it "
+            f"could not read back {model_uri} from {redact(tracking_uri)} to verify it "
             f"({_one_line(exc)}); check the tracking server and rerun"
         ) from exc
     if stored != local:
@@ -324,5 +382,9 @@ def register_rl_ensemble(
         all_tags["mlflow_run_id"] = run_id or logged_run
     return register_challenger(
         model_uri, model_name, metric, float(value), mode=mode, tags=all_tags,
-        tracking_uri=tracking_uri, **retry,
+        tracking_uri=tracking_uri, margin=margin, data_range=data_range,
+        force_reason=force_reason, baselines=baselines,
+        idempotency_key="rl:" + hashlib.sha256(
+            json.dumps([local, metric, float(value)], sort_keys=True).encode()).hexdigest(),
+        **retry,
     )  # fmt: skip

@@ -9,12 +9,63 @@ bar earns). Any object with these attributes works wherever a WindowSet is expec
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 # one window format for the whole project: the split step writes it, the trainer reads it
-from kubetrade.data.splits import DatasetBundle, WindowSet, load_bundle, save_bundle
+from kubetrade.data.splits import DatasetBundle, WindowSet, save_bundle
+from kubetrade.data.splits import load_bundle as _load_bundle
+from kubetrade.errors import SplitError, TrainingError
 
-__all__ = ["WindowSet", "DatasetBundle", "save_bundle", "load_bundle", "synthetic_bundle"]
+__all__ = [
+    "WindowSet",
+    "DatasetBundle",
+    "save_bundle",
+    "load_bundle",
+    "synthetic_bundle",
+    "ensure_readable_snapshot",
+    "ensure_same_data",
+    "bundle_fingerprint",
+]
+
+
+def load_bundle(path: str | Path) -> DatasetBundle:
+    """:func:`kubetrade.data.splits.load_bundle`, with a truncated or foreign file (not a
+    zip, a missing array, a bad dtype) as one :class:`SplitError` line instead of a
+    ``BadZipFile`` / ``KeyError`` traceback."""
+    import zipfile
+
+    try:
+        return _load_bundle(path)
+    except SplitError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as exc:
+        what = exc.args[0] if isinstance(exc, KeyError) and exc.args else type(exc).__name__
+        raise SplitError(
+            f"{path} is not a readable dataset bundle ({str(what)[:80]}); it is truncated or "
+            "not written by the split step: rerun the split step or pass the right --bundle"
+        ) from None
+
+
+def ensure_readable_snapshot(out_dir: str | Path) -> None:
+    """Refuse, in one line, a ``snapshot.pt`` in ``out_dir`` that cannot be read back
+    (truncated by a full disk or a kill during its write) before a resume tries it."""
+    import torch
+
+    from kubetrade.training.trainer import SNAPSHOT_NAME
+
+    path = Path(out_dir) / SNAPSHOT_NAME
+    if not path.is_file():
+        return
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a broken file
+        raise TrainingError(
+            f"{path} cannot be read back ({type(exc).__name__}); it is truncated or corrupt: "
+            "delete it (training restarts from epoch 1) or pass --no-resume"
+        ) from None
+
 
 _SPLITS = ("train", "val", "test")
 _ARRAYS = ("X", "y_cls", "y_reg", "timestamps", "symbols")
@@ -75,3 +126,48 @@ def synthetic_bundle(
     return DatasetBundle(
         train=merged["train"], val=merged["val"], test=merged["test"], feature_names=names
     )
+
+
+FINGERPRINT_NAME = "data_fingerprint.json"
+
+
+def bundle_fingerprint(bundle: DatasetBundle) -> str:
+    """SHA-256 over the bundle's arrays (windows, labels, timestamps, symbols of every
+    split) and feature names: equal iff the training would see the same data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in (bundle.train, bundle.val, bundle.test):
+        for name in ("X", "y_cls", "y_reg", "timestamps", "symbols"):
+            arr = np.ascontiguousarray(np.asarray(getattr(split, name)))
+            digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+            digest.update(arr.astype(str).tobytes() if arr.dtype == object else arr.tobytes())
+    digest.update("\0".join(bundle.feature_names).encode())
+    return digest.hexdigest()
+
+
+def ensure_same_data(out_dir: str | Path, bundle: DatasetBundle) -> None:
+    """Record the bundle's fingerprint in ``out_dir``; if a snapshot exists there from a
+    training on different data, refuse to resume in one line (was: silently resumed)."""
+    import json
+
+    from kubetrade.training.trainer import SNAPSHOT_NAME
+
+    out = Path(out_dir)
+    path = out / FINGERPRINT_NAME
+    current = bundle_fingerprint(bundle)
+    if (out / SNAPSHOT_NAME).is_file() and path.is_file():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded != current:
+            raise TrainingError(
+                f"{out} holds a snapshot trained on different data (bundle SHA-256 "
+                f"{str(recorded)[:12]}... vs {current[:12]}...); resuming would mix them: "
+                "pass another --run-dir or --no-resume"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"sha256": current}), encoding="utf-8")
+    tmp.replace(path)

@@ -8,6 +8,7 @@ A failing step marks the MLflow run FAILED and nothing is registered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -137,8 +138,24 @@ class TrainingPipeline:
         self, bundle: DatasetBundle, tags: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Run the whole pipeline on prepared windows; returns the results dict."""
-        cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_dir_lock(self.run_dir):
+            try:
+                return self._train_on_bundle(bundle, tags)
+            except OSError as exc:  # disk full, permissions changed mid-run ...
+                for leftover in self.run_dir.glob("*.tmp*"):  # e.g. bundle.npz.tmp.npz
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+                where = exc.filename or self.run_dir
+                raise TrainingError(
+                    f"cannot write {where} ({exc.strerror or type(exc).__name__}); the MLflow "
+                    "run was marked FAILED. Free disk space or pass a writable --run-dir"
+                ) from None
+
+    def _train_on_bundle(
+        self, bundle: DatasetBundle, tags: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        cfg = self.config
         config_file = self.run_dir / "training_config.yaml"
         config_file.write_text(
             yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
@@ -147,9 +164,16 @@ class TrainingPipeline:
         run_id = tracker.start()
         try:
             tracker.log_params(flatten(cfg))
+            periods = {f"period_{k}": f"{a}..{b}" for k, (a, b) in bundle.periods.items()}
+            # what the champion gate compares (a --bundle run has no symbols tag otherwise)
+            periods["symbols"] = ",".join(sorted({str(s) for s in bundle.test.symbols}))
+            if "period_test" not in periods and len(bundle.test.timestamps):
+                stamps = sorted(str(t)[:10] for t in bundle.test.timestamps)
+                periods["period_test"] = f"{stamps[0]}..{stamps[-1]}"
             tracker.set_tags(
-                {"model_type": cfg.model.type, "nproc_per_node": self.nproc, **(tags or {})}
-            )
+                {"model_type": cfg.model.type, "nproc_per_node": self.nproc, **periods,
+                 **(tags or {})}
+            )  # fmt: skip
             tracker.log_artifact(config_file, "config")
             if self.config_path is not None and self.config_path.is_file():
                 tracker.log_artifact(self.config_path, "config")
@@ -169,6 +193,10 @@ class TrainingPipeline:
         """Only the training step (in-process, or torchrun when ``nproc_per_node`` > 1), with
         per-epoch metrics logged into ``tracker``'s run; returns the best model and result."""
         out = self.run_dir / "train"
+        from kubetrade.training.bundle import ensure_readable_snapshot, ensure_same_data
+
+        ensure_readable_snapshot(out)  # a truncated snapshot: one line, not a traceback
+        ensure_same_data(out, bundle)  # a snapshot of other data is not resumed
         if self.nproc <= 1:
             return fit(
                 self.config,
@@ -198,9 +226,7 @@ class TrainingPipeline:
         if not self.verbose:
             command.append("--quiet")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        proc = subprocess.run(
-            command, env=env, capture_output=not self.verbose, text=True, check=False
-        )
+        proc = _run_forwarding_signals(command, env, capture=not self.verbose)
         if proc.returncode != 0:
             tail = (proc.stderr or "")[-2000:] if not self.verbose else "(see output above)"
             raise TrainingError(
@@ -250,7 +276,14 @@ class TrainingPipeline:
         tracker.log_artifact(exported_dir, "export")
         if result.checkpoint_path:
             tracker.log_artifact(result.checkpoint_path, "checkpoints")
-        model_uri = tracker.log_model(model, name="model")
+        from kubetrade.registry.hybrid_pyfunc import log_hybrid
+
+        # a pyfunc wrapping the exported TorchScript file (no pickle); registration checks
+        # that its stored bytes are the export's
+        model_uri = log_hybrid(
+            exported_dir, exported.files(), tracker.tracking_uri, str(tracker.run_id),
+            input_shape=tuple(bundle.test.X.shape[1:]),
+        )  # fmt: skip
         # what `kubetrade register --export-dir <run>/export --results <run>/metrics.json`
         # reads to register this model through the champion gate later
         from kubetrade.registry import write_export_info
@@ -286,3 +319,115 @@ class TrainingPipeline:
         }
 
     _fit = train_model  # kept for callers written against the first version
+
+
+def _run_forwarding_signals(
+    command: list[str], env: dict[str, str], capture: bool
+) -> subprocess.CompletedProcess[str]:
+    """Run torchrun in its own process group; SIGTERM/SIGINT to this process are forwarded to
+    the whole group (torchrun and every worker), then a TrainingError is raised so the caller
+    marks the MLflow run FAILED. Without this, killing ``kubetrade train`` left torchrun and
+    its workers running and the MLflow run RUNNING."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen(  # noqa: S603
+        command,
+        env=env,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+        text=True,
+        start_new_session=True,
+    )
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if main_thread:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker that ignored SIGTERM
+        name = signal.Signals(received[0]).name
+        raise TrainingError(
+            f"training stopped by {name}; torchrun and its workers were stopped and the MLflow "
+            "run marked FAILED"
+        )
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+LOCK_NAME = ".kubetrade-train.lock"
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Any:
+    """Hold ``<run_dir>/.kubetrade-train.lock`` (created exclusively, holding our pid) while a
+    training runs there: a second ``kubetrade train`` on the same ``--run-dir`` is refused in
+    one line instead of running beside the first; a lock whose process is gone is broken
+    with a message."""
+    import logging
+
+    path = Path(run_dir) / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text(encoding="utf-8").strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise TrainingError(
+                    f"{run_dir} is in use by another kubetrade train (process {pid}); wait for "
+                    "it to finish or pass another --run-dir"
+                ) from None
+            logging.getLogger(__name__).warning(
+                "breaking the stale training lock %s (process %s is gone)", path, pid or "?"
+            )
+            print(f"kubetrade: breaking the stale lock {path} (process {pid or '?'} is gone)",
+                  file=sys.stderr)  # fmt: skip
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:
+        raise TrainingError(f"could not take the lock {path}; remove it if no training runs")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

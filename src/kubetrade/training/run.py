@@ -22,7 +22,7 @@ import torch
 
 from kubetrade.config import load_training_config
 from kubetrade.errors import ConfigError, KubetradeError
-from kubetrade.training.bundle import load_bundle
+from kubetrade.training.bundle import ensure_readable_snapshot, load_bundle
 from kubetrade.training.callbacks import Callback
 from kubetrade.training.distributed import destroy_distributed, init_distributed
 from kubetrade.training.trainer import RESULT_NAME, fit
@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = init_distributed(cfg.hardware.device)
         try:
             bundle = load_bundle(args.bundle)
+            if not args.no_resume:
+                ensure_readable_snapshot(args.out)  # (the data check: TrainingPipeline)
             callbacks: list[Callback] = []
             if args.mlflow_run_id and ctx.is_main:
                 from kubetrade.training.tracking import MLflowEpochLogger, MlflowTracker
