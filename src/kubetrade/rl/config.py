@@ -167,6 +167,13 @@ class PolicyConfig(StrictModel):
 
 class _AgentParams(StrictModel):
     policy: Literal["MlpPolicy"] = "MlpPolicy"
+    n_envs: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="env copies stepped together (TradingVecEnv); SB3's train_freq, n_steps "
+        "and eval counts are per vector step, total_timesteps counts every copy's steps",
+    )
     learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
     gamma: float = Field(0.99, ge=0.0, le=1.0)
     policy_kwargs: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -307,6 +314,14 @@ class RLTrainingConfig(StrictModel):
     seed: int = 42
     device: Literal["cpu", "auto", "cuda"] = Field(
         "cpu", description="SB3 device; MLPs run best on cpu"
+    )
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="torch intra-op threads while an agent trains (0 = leave torch's default). "
+        "1: SB3's small MLP batches gain nothing from more, and make run trains the agents "
+        "side by side, where extra threads only spin against each other",
     )
     output_dir: str = "runs/rl"
     split: SplitConfig = Field(default_factory=SplitConfig)

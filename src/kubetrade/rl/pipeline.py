@@ -20,14 +20,15 @@ validation metrics, periods, feature statistics); :func:`build_ensemble` reads t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.monitor import Monitor
 
 from kubetrade.config import load_yaml_model
@@ -45,6 +46,7 @@ from kubetrade.rl.ensemble import (
     run_episode,
 )
 from kubetrade.rl.env import ActionMapper, TradingEnvironment, basic_features
+from kubetrade.rl.progress import ProgressCallback
 
 __all__ = [
     "AgentResult",
@@ -183,6 +185,20 @@ def _metrics_only(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for the block, then back (0: leave as is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_single_agent(
     agent_type: str,
     env_config: TradingEnvConfig | str | Path | None,
@@ -210,9 +226,10 @@ def train_single_agent(
     agent_dir = Path(out_dir or train_cfg.output_dir) / agent_type
     agent_dir.mkdir(parents=True, exist_ok=True)
     params = train_cfg.params_for(agent_type)
+    n_envs = int(params["n_envs"])
     model = make_agent(
         agent_type,
-        Monitor(train_env),
+        train_env,  # TradingVecEnv of n_envs copies (make_agent vectorises it)
         policy=params.pop("policy"),
         seed=train_cfg.seed,
         device=train_cfg.device,
@@ -221,17 +238,20 @@ def train_single_agent(
     )
     steps = total_timesteps or train_cfg.total_timesteps
     freq = train_cfg.eval_freq if eval_freq is None else eval_freq
-    callback = None
+    callbacks: list[BaseCallback] = [ProgressCallback(f"rl {agent_type}", steps)]
     if 0 < freq < steps:
-        callback = EvalCallback(
-            Monitor(val_env),
-            n_eval_episodes=n_eval_episodes or train_cfg.n_eval_episodes,
-            eval_freq=freq,
-            best_model_save_path=str(agent_dir),
-            deterministic=True,
-            verbose=0,
+        callbacks.append(
+            EvalCallback(
+                Monitor(val_env),
+                n_eval_episodes=n_eval_episodes or train_cfg.n_eval_episodes,
+                eval_freq=max(freq // n_envs, 1),  # SB3 counts calls: one per vector step
+                best_model_save_path=str(agent_dir),
+                deterministic=True,
+                verbose=0,
+            )
         )
-    model.learn(total_timesteps=steps, callback=callback)
+    with torch_threads(train_cfg.torch_threads):
+        model.learn(total_timesteps=steps, callback=CallbackList(callbacks))
     path = agent_dir / "model.zip"
     best = agent_dir / "best_model.zip"
     final_val = run_episode(val_env, model)
