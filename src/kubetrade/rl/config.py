@@ -307,7 +307,11 @@ class RLTrainingConfig(StrictModel):
     total_timesteps: int = Field(3000, ge=1)
     eval_freq: int = Field(1000, ge=0, description="EvalCallback on validation; 0 = off")
     n_eval_episodes: int = Field(1, ge=1)
-    ensemble_method: Literal["weighted_voting", "equal", "best"] = "weighted_voting"
+    ensemble_method: Literal["auto", "weighted_voting", "equal", "best"] = Field(
+        "weighted_voting",
+        description="auto: the combination (method, Hedge, Thompson sampling) with the best "
+        "validation Sharpe, the best member alone among the candidates",
+    )
     meta_learning: bool = True
     thompson_sampling: bool = True
     test_episodes: int = Field(1, ge=1)

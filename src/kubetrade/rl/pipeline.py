@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
-from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from kubetrade.config import load_yaml_model
 from kubetrade.errors import ConfigError, DataError
@@ -242,7 +242,7 @@ def train_single_agent(
     if 0 < freq < steps:
         callbacks.append(
             EvalCallback(
-                Monitor(val_env),
+                VecMonitor(DummyVecEnv([lambda: val_env])),  # same wrapper type as training
                 n_eval_episodes=n_eval_episodes or train_cfg.n_eval_episodes,
                 eval_freq=max(freq // n_envs, 1),  # SB3 counts calls: one per vector step
                 best_model_save_path=str(agent_dir),
@@ -279,6 +279,44 @@ def _read_agent_json(path: Path) -> dict[str, Any]:
     return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
 
 
+#: ``ensemble_method: auto`` candidates: name -> (method, meta_learning, thompson_sampling)
+COMBINATIONS: dict[str, tuple[str, bool, bool]] = {
+    "weighted_voting+hedge+thompson": ("weighted_voting", True, True),
+    "weighted_voting+hedge": ("weighted_voting", True, False),
+    "weighted_voting": ("weighted_voting", False, False),
+    "equal": ("equal", False, False),
+    "equal+hedge": ("equal", True, False),
+    "best": ("best", False, False),
+}
+
+
+def choose_combination(
+    members: Sequence[Member],
+    sharpe: Mapping[str, float],
+    env_cfg: TradingEnvConfig,
+    train_cfg: RLTrainingConfig,
+    prices: pd.DataFrame | None = None,
+    features: pd.DataFrame | None = None,
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Score every combination of :data:`COMBINATIONS` on the **validation** period (never
+    test); return the best by Sharpe and each one's validation metrics. ``best`` (the member
+    with the best validation Sharpe, alone) is a candidate, so the choice never scores below
+    it; on a tie the earlier candidate in :data:`COMBINATIONS` order wins."""
+    prices, features = prepare_data(env_cfg, prices, features)
+    periods = split_periods(env_cfg, train_cfg, prices)
+    stats = _period_env(env_cfg, prices, features, periods.train, "continuous").feature_stats
+    env = _period_env(env_cfg, prices, features, periods.validation, "continuous", False, stats)
+    mapper = ActionMapper.from_config(env_cfg)
+    scores: dict[str, dict[str, float]] = {}
+    for name, (method, meta, thompson) in COMBINATIONS.items():
+        agent = EnsembleAgent(
+            members, sharpe, mapper, method, meta, thompson, settings=train_cfg.ensemble
+        )
+        scores[name] = _metrics_only(run_episode(env, agent, seed=train_cfg.ensemble.seed))
+    best = max(scores, key=lambda k: scores[k]["sharpe_ratio"])  # first of equals
+    return best, scores
+
+
 def build_ensemble(
     agent_paths: Mapping[str, str | Path],
     validation_metrics: Mapping[str, Mapping[str, float]] | None = None,
@@ -287,6 +325,8 @@ def build_ensemble(
     ensemble_method: str | None = None,
     meta_learning: bool | None = None,
     thompson_sampling: bool | None = None,
+    prices: pd.DataFrame | None = None,
+    features: pd.DataFrame | None = None,
 ) -> EnsembleAgent:
     """Load saved agents and weight them by validation Sharpe.
 
@@ -297,6 +337,11 @@ def build_ensemble(
         validation_metrics: name -> metrics with ``sharpe_ratio``; overrides ``agent.json``.
         env_config, training_config: configs (objects or YAML paths); the latter's ensemble
             settings apply unless overridden by the three keyword arguments.
+        prices, features: the data the agents trained on; only ``ensemble_method: auto``
+            reads them (its validation runs; default: embedded data, basic features).
+
+    ``ensemble_method: auto`` resolves to the combination :func:`choose_combination` picks
+    on validation; the ensemble keeps the candidates' scores in ``selection``.
     """
     env_cfg, train_cfg = _env_cfg(env_config), _train_cfg(training_config)
     mapper = ActionMapper.from_config(env_cfg)
@@ -316,17 +361,25 @@ def build_ensemble(
         model = load_agent(agent_type, model_path, device=train_cfg.device)
         members.append(Member(name, agent_type, action_type, model))
         sharpe[name] = float(metrics["sharpe_ratio"])
-    return EnsembleAgent(
+    method = ensemble_method or train_cfg.ensemble_method
+    meta = train_cfg.meta_learning if meta_learning is None else meta_learning
+    thompson = train_cfg.thompson_sampling if thompson_sampling is None else thompson_sampling
+    selection: dict[str, Any] = {}
+    if method == "auto":
+        chosen, scores = choose_combination(members, sharpe, env_cfg, train_cfg, prices, features)
+        method, meta, thompson = COMBINATIONS[chosen]
+        selection = {"chosen": chosen, "validation": scores}
+    ensemble = EnsembleAgent(
         members,
         sharpe,
         mapper,
-        method=ensemble_method or train_cfg.ensemble_method,
-        meta_learning=train_cfg.meta_learning if meta_learning is None else meta_learning,
-        thompson_sampling=(
-            train_cfg.thompson_sampling if thompson_sampling is None else thompson_sampling
-        ),
+        method=method,
+        meta_learning=meta,
+        thompson_sampling=thompson,
         settings=train_cfg.ensemble,
     )
+    ensemble.selection = selection
+    return ensemble
 
 
 def evaluate_ensemble(
@@ -370,6 +423,12 @@ def evaluate_ensemble(
         "steps": episodes[0]["steps"],
         "period": {"start": periods.test[0], "end": periods.test[1]},
         "weights": dict(zip(ensemble.names, ensemble.prior.tolist(), strict=True)),
+        "combination": {
+            "method": ensemble.method,
+            "meta_learning": ensemble.meta_learning,
+            "thompson_sampling": ensemble.thompson_sampling,
+            **ensemble.selection,
+        },
         "validation_sharpe": ensemble.validation_sharpe,
         "agents": agents,
         "buy_and_hold": buy_and_hold_metrics(env),
