@@ -362,19 +362,19 @@ def build_ensemble(
         members.append(Member(name, agent_type, action_type, model))
         sharpe[name] = float(metrics["sharpe_ratio"])
     method = ensemble_method or train_cfg.ensemble_method
-    meta = train_cfg.meta_learning if meta_learning is None else meta_learning
+    hedge = train_cfg.meta_learning if meta_learning is None else meta_learning
     thompson = train_cfg.thompson_sampling if thompson_sampling is None else thompson_sampling
     selection: dict[str, Any] = {}
     if method == "auto":
         chosen, scores = choose_combination(members, sharpe, env_cfg, train_cfg, prices, features)
-        method, meta, thompson = COMBINATIONS[chosen]
+        method, hedge, thompson = COMBINATIONS[chosen]
         selection = {"chosen": chosen, "validation": scores}
     ensemble = EnsembleAgent(
         members,
         sharpe,
         mapper,
         method=method,
-        meta_learning=meta,
+        meta_learning=hedge,
         thompson_sampling=thompson,
         settings=train_cfg.ensemble,
     )
