@@ -20,6 +20,7 @@ validation metrics, periods, feature statistics); :func:`build_ensemble` reads t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -308,11 +309,18 @@ def choose_combination(
     env = _period_env(env_cfg, prices, features, periods.validation, "continuous", False, stats)
     mapper = ActionMapper.from_config(env_cfg)
     scores: dict[str, dict[str, float]] = {}
-    for name, (method, meta, thompson) in COMBINATIONS.items():
+    started = time.perf_counter()
+    for number, (name, (method, meta, thompson)) in enumerate(COMBINATIONS.items(), 1):
         agent = EnsembleAgent(
             members, sharpe, mapper, method, meta, thompson, settings=train_cfg.ensemble
         )
         scores[name] = _metrics_only(run_episode(env, agent, seed=train_cfg.ensemble.seed))
+        print(
+            f"[kubetrade] rl ensemble: {number}/{len(COMBINATIONS)} {name} validation "
+            f"Sharpe {scores[name]['sharpe_ratio']:.3f}, {time.perf_counter() - started:.0f}s "
+            "elapsed",
+            flush=True,
+        )  # progress: each candidate is a validation episode of every member
     best = max(scores, key=lambda k: scores[k]["sharpe_ratio"])  # first of equals
     return best, scores
 
