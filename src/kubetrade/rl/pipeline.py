@@ -36,6 +36,7 @@ from kubetrade.config import load_yaml_model
 from kubetrade.errors import ConfigError, DataError
 from kubetrade.rl.agents import action_type_for, load_agent, make_agent
 from kubetrade.rl.config import (
+    BASIC_FEATURES,
     RLTrainingConfig,
     TradingEnvConfig,
     check_agent_type,
@@ -374,6 +375,12 @@ def build_ensemble(
     thompson = train_cfg.thompson_sampling if thompson_sampling is None else thompson_sampling
     selection: dict[str, Any] = {}
     if method == "auto":
+        if features is None and not set(env_cfg.features) <= set(BASIC_FEATURES):
+            raise ConfigError(
+                "ensemble_method auto scores the combinations on the validation period: pass "
+                "the agents' prices and features to build_ensemble (the env observes "
+                f"{env_cfg.features}), or choose weighted_voting, equal or best"
+            )
         chosen, scores = choose_combination(members, sharpe, env_cfg, train_cfg, prices, features)
         method, hedge, thompson = COMBINATIONS[chosen]
         selection = {"chosen": chosen, "validation": scores}
