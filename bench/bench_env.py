@@ -8,6 +8,9 @@ when they end (reset time counted):
   (continuous target weights, window 30) vs FinRL's ``StockTradingEnv``
   (``finrl.meta.env_stock_trading.env_stocktrading``, loaded from its file because the
   ``finrl`` package's ``__init__`` imports live-trading extras).
+* vectorised: kubetrade's ``TradingVecEnv`` (the form SB3 agents train on) with N copies of the
+  same 4-asset env stepped together (``--vec-envs``, default 16 and 64); steps/s counts every
+  copy's steps, so it compares env throughput per transition with the single envs.
 * single-asset: GOOG, same dates. kubetrade's env (discrete actions) vs gym-anytrading's
   ``StocksEnv`` (window 30).
 
@@ -39,6 +42,7 @@ import pandas as pd
 
 from kubetrade.data.sources import load_embedded, select
 from kubetrade.rl.env import TradingEnvironment, basic_features
+from kubetrade.rl.vec_env import TradingVecEnv
 
 SYMBOLS = ["AAPL", "GOOG", "IBM", "MSFT"]
 FEATURES = ["log_return", "hl_range", "volume_zscore", "sma_ratio_20"]
@@ -64,7 +68,9 @@ def _finrl_env_class() -> Any:
     return module.StockTradingEnv
 
 
-def build_envs(start: str, end: str, window: int) -> dict[str, tuple[Any, Any]]:
+def build_envs(
+    start: str, end: str, window: int, vec_envs: tuple[int, ...] = ()
+) -> dict[str, tuple[Any, Any]]:
     """``label -> (env, action sampler factory)`` for each env that can be built."""
     prices = select(load_embedded(), SYMBOLS, None, end)
     features = basic_features(prices)
@@ -74,6 +80,8 @@ def build_envs(start: str, end: str, window: int) -> dict[str, tuple[Any, Any]]:
         _env_config(SYMBOLS, start, end, window), prices=prices, features=features
     )
     envs["kubetrade (4 assets)"] = (ours, "box")
+    for n in vec_envs:
+        envs[f"kubetrade TradingVecEnv (4 assets, {n} envs)"] = (TradingVecEnv(ours, n), "vec")
 
     try:
         finrl_cls = _finrl_env_class()
@@ -135,6 +143,9 @@ def _env_config(symbols: list[str], start: str, end: str, window: int) -> Any:
 def _actions(env: Any, steps: int, seed: int) -> list[Any]:
     rng = np.random.default_rng(seed)
     space = env.action_space
+    if isinstance(env, TradingVecEnv):  # one batch of actions per vector step
+        k = env.num_envs
+        return list(rng.uniform(-1.0, 1.0, (max(steps // k, 200), k, *space.shape)))
     if hasattr(space, "n"):
         return [int(a) for a in rng.integers(0, space.n, steps)]
     shape = space.shape
@@ -142,6 +153,18 @@ def _actions(env: Any, steps: int, seed: int) -> list[Any]:
 
 
 def _timer(env: Any, actions: list[Any]) -> Callable[[], float]:
+    if isinstance(env, TradingVecEnv):  # resets itself; steps/s over all copies
+
+        def run_vec() -> float:
+            env.seed(0)
+            env.reset()
+            start = time.perf_counter()
+            for action in actions:
+                env.step(action)
+            return len(actions) * env.num_envs / (time.perf_counter() - start)
+
+        return run_vec
+
     def run() -> float:
         env.reset(seed=0)
         start = time.perf_counter()
@@ -161,11 +184,14 @@ def main() -> None:
     parser.add_argument("--start", default="2005-01-01")
     parser.add_argument("--end", default="2012-12-31")
     parser.add_argument("--window", type=int, default=30)
+    parser.add_argument(
+        "--vec-envs", type=int, nargs="*", default=[16, 64], help="TradingVecEnv sizes to time"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/env.json"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
-    envs = build_envs(args.start, args.end, args.window)
+    envs = build_envs(args.start, args.end, args.window, tuple(args.vec_envs))
     timers = {
         label: _timer(env, _actions(env, args.steps, seed=1))
         for label, (env, kind) in envs.items()
@@ -201,6 +227,10 @@ def main() -> None:
     by_env = {r["env"]: r for r in rows if "median_steps_per_second" in r}
     pairs = {
         "kubetrade (4 assets)": "FinRL StockTradingEnv (4 assets)",
+        **{
+            f"kubetrade TradingVecEnv (4 assets, {n} envs)": "FinRL StockTradingEnv (4 assets)"
+            for n in args.vec_envs
+        },
         "kubetrade (GOOG, discrete)": "gym-anytrading StocksEnv (GOOG)",
     }
     speedups = {}

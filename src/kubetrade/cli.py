@@ -171,16 +171,74 @@ def _discard_run_folder(root: Path, exc: OSError) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+#: the pipeline's tasks in DAG order (the summary table keeps it; others follow, by finish time)
+_TASK_ORDER = (
+    "ingest", "validate", "features", "split", "tune", "train", "evaluate", "export",
+    "rl-agent", "ensemble", "backtest", "summary", "register",
+)  # fmt: skip
+
+
+def summary_rows(run_dir: Path, outputs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(task name, metrics)`` in pipeline order; an RL task is named by its agent
+    (``rl-agent sac``), another loop task by its iteration (``fold 2``)."""
+    import json
+    import re
+
+    rows = []
+    for key, info in outputs.items():
+        parts = Path(key).parts
+        base = parts[-1].removesuffix("-op")
+        name = base
+        loop = re.fullmatch(r"for-loop-\d+-iteration-(\d+)", parts[0]) if len(parts) > 1 else None
+        found = sorted(Path(run_dir).glob(f"*/{key}/executor_output.json"))
+        mtime = found[0].stat().st_mtime if found else 0.0
+        if base == "rl-agent" and found:
+            executor = json.loads(found[0].read_text(encoding="utf-8"))
+            for entry in executor.get("artifacts", {}).get("agent", {}).get("artifacts", []):
+                agent = entry.get("metadata", {}).get("agent_type")
+                name = f"rl-agent {agent}" if agent else name
+        if name == base and loop is not None:
+            name = f"{base} {int(loop.group(1)) + 1}"
+        rank = _TASK_ORDER.index(base) if base in _TASK_ORDER else len(_TASK_ORDER)
+        rows.append((rank, mtime, name, info["metrics"]))
+    rows.sort(key=lambda r: (r[0], r[1] if r[0] == len(_TASK_ORDER) else 0.0, r[2]))
+    return [(name, metrics) for _, _, name, metrics in rows]
+
+
+def _artifact_path(outputs: dict[str, Any], task: str, artifact: str) -> str | None:
+    for key, info in outputs.items():
+        if Path(key).name == task and artifact in info["artifacts"]:
+            return str(info["artifacts"][artifact]).removeprefix("file://")
+    return None
+
+
 def _print_summary(result: Any) -> None:
     table = Table(title=f"run {result.run_dir.name} finished in {result.seconds:.0f}s")
     table.add_column("step", style="bold")
     table.add_column("metrics")
-    for task, info in result.outputs.items():
-        items = info["metrics"].items()
+    for name, metrics in summary_rows(result.run_dir, result.outputs):
+        items = metrics.items()
         text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
-        table.add_row(task.removesuffix("-op"), text)
+        table.add_row(name, text)
     out.print(table)
-    out.print(f"artifacts: {result.run_dir}  (full log: {result.run_dir / 'pipeline.log'})")
+    summary = _artifact_path(result.outputs, "summary-op", "summary")
+    if summary:
+        out.print(f"summary: {summary}", soft_wrap=True)  # paths stay whole for copy/paste
+    reports = [
+        f"{label} {path}"
+        for label, task, artifact in (
+            ("model evaluation", "evaluate-op", "report"),
+            ("backtest", "backtest-op", "report"),
+            ("data quality", "validate-op", "data_docs"),
+        )
+        if (path := _artifact_path(result.outputs, task, artifact))
+    ]
+    if reports:
+        out.print("reports: " + "; ".join(reports), soft_wrap=True)
+    out.print(
+        f"artifacts: {result.run_dir}  (full log: {result.run_dir / 'pipeline.log'})",
+        soft_wrap=True,
+    )
 
 
 @app.command("compile")

@@ -235,7 +235,11 @@ class ValidationSection(StrictModel):
 
 class HardwareSection(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    mixed_precision: bool = True
+    mixed_precision: bool | Literal["auto"] = Field(
+        True,
+        description="true: autocast (fp16 + GradScaler on CUDA, bf16 on CPU); false: fp32; "
+        "auto: AMP on CUDA, bf16 on a CPU with native bf16 (avx512_bf16/amx_bf16), else fp32",
+    )
     num_workers: int = Field(4, ge=0, le=64)
     pin_memory: bool = True
     nproc_per_node: int = Field(1, ge=1, le=64, description="torchrun processes per node")

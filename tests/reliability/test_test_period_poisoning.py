@@ -183,7 +183,7 @@ def test_rl_validation_metrics_and_ensemble_weights_are_identical(world):
     from kubetrade.rl.pipeline import build_ensemble
 
     run: RunConfig = world["run"]
-    priors, validations = [], []
+    priors, validations, selections = [], [], []
     for name in ("clean", "poisoned"):
         d = world[name]["dir"]
         paths = {}
@@ -196,9 +196,14 @@ def test_rl_validation_metrics_and_ensemble_weights_are_identical(world):
             paths[agent] = str(out / agent)
         env_cfg, train_cfg = _rl_configs(run, d / "bundle.npz", world[name]["features"])
         assert train_cfg.split.test_start == f"{world['test_start']:%Y-%m-%d}"
-        ensemble = build_ensemble(paths, None, env_cfg, train_cfg)
+        prices = pd.read_parquet(d / "ohlcv.parquet")  # ensemble_method auto: validation runs
+        ensemble = build_ensemble(
+            paths, None, env_cfg, train_cfg, prices=prices, features=world[name]["features"]
+        )
         priors.append(dict(zip(ensemble.names, ensemble.prior.tolist(), strict=True)))
+        selections.append(ensemble.selection)
         validations.append(metrics)
     assert validations[0] == validations[1]
     assert priors[0] == priors[1]
+    assert selections[0] == selections[1] and selections[0]["chosen"]
     assert set(priors[0]) == {"ppo", "dqn"} and abs(sum(priors[0].values()) - 1.0) < 1e-9

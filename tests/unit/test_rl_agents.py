@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from stable_baselines3.common.monitor import Monitor
 
 from kubetrade.data.sources import generate_synthetic
 from kubetrade.errors import ConfigError
@@ -23,7 +25,9 @@ from kubetrade.rl.agents import (
 from kubetrade.rl.config import AGENT_TYPES, EnsembleConfig, RLTrainingConfig, TradingEnvConfig
 from kubetrade.rl.ensemble import EnsembleAgent, Member, validation_weights
 from kubetrade.rl.env import ActionMapper, TradingEnvironment
-from kubetrade.rl.pipeline import RLTrainingPipeline, build_ensemble
+from kubetrade.rl.pipeline import COMBINATIONS, RLTrainingPipeline, build_ensemble
+from kubetrade.rl.progress import ProgressPrinter, format_duration
+from kubetrade.rl.vec_env import TradingVecEnv
 
 torch.set_num_threads(1)
 
@@ -269,3 +273,60 @@ def test_pipeline_refuses_rainbow_before_training(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no Rainbow DQN"):
         pipe.train_ensemble(agent_types=["ppo", "sac", "td3", "rainbow_dqn"])
     assert not any(tmp_path.iterdir())
+
+
+def test_auto_combination_is_chosen_on_validation_and_never_below_the_best_member(
+    tmp_path: Path,
+) -> None:
+    env_cfg, train_cfg = tiny_configs()
+    pipe = RLTrainingPipeline("ppo", env_cfg, train_cfg, prices=prices(), output_dir=tmp_path)
+    results = [pipe.train_agent(t, 96, 48, 1) for t in ("ppo", "dqn")]
+    ensemble = build_ensemble(
+        {r.agent_type: r.path for r in results},
+        None,
+        env_cfg,
+        train_cfg,
+        ensemble_method="auto",
+        prices=prices(),
+    )
+    chosen, scores = ensemble.selection["chosen"], ensemble.selection["validation"]
+    assert set(scores) == set(COMBINATIONS) and chosen in COMBINATIONS
+    assert (ensemble.method, ensemble.meta_learning, ensemble.thompson_sampling) == COMBINATIONS[
+        chosen
+    ]
+    top = max(s["sharpe_ratio"] for s in scores.values())
+    assert scores[chosen]["sharpe_ratio"] == top
+    # 'best' acts as the best member alone: its validation Sharpe is that member's own
+    best_member = max(r.validation["sharpe_ratio"] for r in results)
+    assert scores["best"]["sharpe_ratio"] == pytest.approx(best_member, abs=1e-3)
+    assert scores[chosen]["sharpe_ratio"] >= best_member - 1e-3
+    ensemble.save(tmp_path / "ens")
+    loaded = EnsembleAgent.load(tmp_path / "ens")
+    assert loaded.method != "auto" and loaded.selection["chosen"] == chosen
+    report = pipe.evaluate_ensemble(loaded, test_episodes=1)
+    assert report["combination"]["chosen"] == chosen and set(report["agents"]) == {"ppo", "dqn"}
+
+
+def test_agents_train_on_n_vectorised_copies() -> None:
+    env = make_env("continuous")
+    model = make_agent("sac", env, seed=0, n_envs=3, policy_kwargs=SMALL_NET, **tiny_kwargs("sac"))
+    assert model.n_envs == 3 and isinstance(model.get_env().unwrapped, TradingVecEnv)
+    model.learn(total_timesteps=96)
+    assert model.num_timesteps >= 96 and model.replay_buffer.size() * 3 >= 96
+    with pytest.raises(ConfigError, match="n_envs"):
+        make_agent("sac", Monitor(env), n_envs=2, policy_kwargs=SMALL_NET)
+
+
+def test_progress_callback_prints_rate_and_eta_every_interval() -> None:
+    now = [0.0]
+    stream = io.StringIO()
+    printer = ProgressPrinter("rl sac", 1000, every=10.0, stream=stream, clock=lambda: now[0])
+    for step in range(0, 1001, 50):
+        now[0] = step * 0.1  # 10 steps/s -> a line each 100 steps
+        printer.update(step)
+    printer.update(1000, force=True)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 11 and all(line.startswith("[kubetrade] rl sac: ") for line in lines)
+    assert "500/1,000 steps (50%), 10 steps/s, 50s elapsed, ETA 50s" in lines[4]
+    assert "ETA" not in lines[-1] and "(100%)" in lines[-1]
+    assert format_duration(3725) == "1h02m" and format_duration(65) == "1m05s"

@@ -48,6 +48,7 @@ import io
 import logging
 import re
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -86,6 +87,7 @@ _OHLCV_COLUMNS = [*PRICE_COLUMNS, "volume"]
 _KEY_COLUMNS = ["symbol", "timestamp"]
 _RESERVED = {"symbol", "timestamp", EVENT_TIMESTAMP, "created", "created_timestamp"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROGRESS_EVERY = 10.0  # seconds between "Feast join chunk" console lines
 
 
 @contextlib.contextmanager
@@ -534,8 +536,10 @@ class FeatureStoreBuilder:
         unique = unique.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
         columns = ["symbol", EVENT_TIMESTAMP, *names]
         parts: list[pd.DataFrame] = []
+        chunks = self._plan_chunks(unique, prune)
+        started = last = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="kubetrade-feast-") as tmp:
-            for number, (lo, hi) in enumerate(self._plan_chunks(unique, prune)):
+            for number, (lo, hi) in enumerate(chunks):
                 part = unique.iloc[lo:hi].copy()
                 part[EVENT_TIMESTAMP] = _for_feast(part[EVENT_TIMESTAMP])
                 try:
@@ -554,6 +558,16 @@ class FeatureStoreBuilder:
                     ) from exc
                 if frame is not None and len(frame):
                     parts.append(frame[columns])
+                now = time.perf_counter()
+                if now - last >= _PROGRESS_EVERY and number + 1 < len(chunks):
+                    last, done = now, number + 1
+                    eta = (now - started) / done * (len(chunks) - done)
+                    print(
+                        f"[kubetrade] features: Feast join chunk {done}/{len(chunks)} "
+                        f"({hi:,}/{len(unique):,} entity rows), {now - started:.0f}s elapsed, "
+                        f"ETA {eta:.0f}s",
+                        flush=True,
+                    )
         if not parts:
             empty = {"symbol": pd.Series(dtype="object")}
             empty[EVENT_TIMESTAMP] = pd.Series(dtype="datetime64[ns, UTC]")

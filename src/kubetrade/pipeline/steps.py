@@ -310,7 +310,7 @@ def ensemble_step(
         raise TrainingError(
             f"no trained agents found in {agent_dirs}; did every rl_agent task fail?"
         )
-    ensemble = build_ensemble(paths, None, env_cfg, train_cfg)
+    ensemble = build_ensemble(paths, None, env_cfg, train_cfg, prices=prices, features=features)
     Path(ensemble_dir).mkdir(parents=True, exist_ok=True)
     ensemble.save(ensemble_dir)
     result = evaluate_ensemble(ensemble, env_cfg, train_cfg, prices, features)

@@ -52,6 +52,7 @@ __all__ = [
     "build_policy_kwargs",
     "load_agent",
     "make_agent",
+    "vectorize",
 ]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -163,6 +164,25 @@ def _sb3_kwargs(agent_type: str, params: dict[str, Any], env: Any) -> dict[str, 
     return kwargs
 
 
+def vectorize(env: Any, n_envs: int = 1) -> Any:
+    """A :class:`TradingEnvironment` as SB3 trains on it: ``n_envs`` copies stepped together in
+    numpy (:class:`~kubetrade.rl.vec_env.TradingVecEnv`) under ``VecMonitor`` (episode
+    statistics). Any other env is returned unchanged (``n_envs`` must then be 1)."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from kubetrade.rl.env import TradingEnvironment
+    from kubetrade.rl.vec_env import TradingVecEnv
+
+    if isinstance(env, TradingEnvironment):
+        return VecMonitor(TradingVecEnv(env, n_envs))
+    if n_envs != 1:
+        raise ConfigError(
+            f"n_envs {n_envs} needs a TradingEnvironment to copy, got {type(env).__name__}; "
+            "pass the env itself (not a wrapper) or n_envs: 1"
+        )
+    return env
+
+
 class _AgentMixin:
     """Merges kubetrade's defaults (the guide's for PPO) under the caller's arguments."""
 
@@ -176,6 +196,9 @@ class _AgentMixin:
             _check_space(self.agent_type, env)
             defaults = self.params_model().model_dump(exclude={"policy"})
             params = {**defaults, **kwargs}
+            n_envs = params.pop("n_envs", 1)
+            if env is not None:
+                env = vectorize(env, int(n_envs))
             params.setdefault("device", "cpu")  # SB3's advice for MLP policies
             merged = {"policy": policy, "env": env, **_sb3_kwargs(self.agent_type, params, env)}
         try:
@@ -244,7 +267,9 @@ def make_agent(agent_type: str, env: Any, **kwargs: Any) -> BaseAlgorithm:
 
     ``kwargs`` are SB3 arguments (``learning_rate``, ``policy_kwargs``, ``seed``, ...) on top of
     kubetrade's defaults; ``policy_kwargs`` may use the YAML form of :class:`PolicyConfig`
-    (``activation_fn: relu``, ``features_extractor: cnn_lstm``).
+    (``activation_fn: relu``, ``features_extractor: cnn_lstm``). A :class:`TradingEnvironment`
+    is trained on as :func:`vectorize` makes it: ``n_envs`` (default 1) copies in one
+    :class:`~kubetrade.rl.vec_env.TradingVecEnv`.
 
     Raises:
         ConfigError: unknown or unavailable agent type (e.g. ``rainbow_dqn``), an action space

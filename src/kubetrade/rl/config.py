@@ -167,6 +167,13 @@ class PolicyConfig(StrictModel):
 
 class _AgentParams(StrictModel):
     policy: Literal["MlpPolicy"] = "MlpPolicy"
+    n_envs: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="env copies stepped together (TradingVecEnv); SB3's train_freq, n_steps "
+        "and eval counts are per vector step, total_timesteps counts every copy's steps",
+    )
     learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
     gamma: float = Field(0.99, ge=0.0, le=1.0)
     policy_kwargs: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -300,13 +307,25 @@ class RLTrainingConfig(StrictModel):
     total_timesteps: int = Field(3000, ge=1)
     eval_freq: int = Field(1000, ge=0, description="EvalCallback on validation; 0 = off")
     n_eval_episodes: int = Field(1, ge=1)
-    ensemble_method: Literal["weighted_voting", "equal", "best"] = "weighted_voting"
+    ensemble_method: Literal["auto", "weighted_voting", "equal", "best"] = Field(
+        "weighted_voting",
+        description="auto: the combination (method, Hedge, Thompson sampling) with the best "
+        "validation Sharpe, the best member alone among the candidates",
+    )
     meta_learning: bool = True
     thompson_sampling: bool = True
     test_episodes: int = Field(1, ge=1)
     seed: int = 42
     device: Literal["cpu", "auto", "cuda"] = Field(
         "cpu", description="SB3 device; MLPs run best on cpu"
+    )
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="torch intra-op threads while an agent trains (0 = leave torch's default). "
+        "1: SB3's small MLP batches gain nothing from more, and make run trains the agents "
+        "side by side, where extra threads only spin against each other",
     )
     output_dir: str = "runs/rl"
     split: SplitConfig = Field(default_factory=SplitConfig)

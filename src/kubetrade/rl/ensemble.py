@@ -123,6 +123,8 @@ class EnsembleAgent:
         self.meta_learning = meta_learning
         self.thompson_sampling = thompson_sampling
         self.settings = settings or EnsembleConfig()
+        #: how ``ensemble_method: auto`` chose this combination (empty when configured)
+        self.selection: dict[str, Any] = {}
         s = self.settings
         self.prior = validation_weights(
             [self.validation_sharpe[m.name] for m in members], method, s.weighting, s.temperature
@@ -235,6 +237,7 @@ class EnsembleAgent:
             "method": self.method,
             "meta_learning": self.meta_learning,
             "thompson_sampling": self.thompson_sampling,
+            "selection": self.selection,
             "settings": self.settings.model_dump(),
             "mapper": {
                 "n_assets": self.mapper.n_assets,
@@ -262,7 +265,7 @@ class EnsembleAgent:
             )
             for e in meta["members"]
         ]
-        return cls(
+        ensemble = cls(
             members,
             meta["validation_sharpe"],
             ActionMapper(**meta["mapper"]),
@@ -271,6 +274,8 @@ class EnsembleAgent:
             thompson_sampling=meta["thompson_sampling"],
             settings=EnsembleConfig.model_validate(meta["settings"]),
         )
+        ensemble.selection = meta.get("selection", {})
+        return ensemble
 
 
 # ---------------------------------------------------------------- evaluation

@@ -20,20 +20,23 @@ validation metrics, periods, feature statistics); :func:`build_ensemble` reads t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from stable_baselines3.common.callbacks import EvalCallback
-from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from kubetrade.config import load_yaml_model
 from kubetrade.errors import ConfigError, DataError
 from kubetrade.rl.agents import action_type_for, load_agent, make_agent
 from kubetrade.rl.config import (
+    BASIC_FEATURES,
     RLTrainingConfig,
     TradingEnvConfig,
     check_agent_type,
@@ -45,6 +48,7 @@ from kubetrade.rl.ensemble import (
     run_episode,
 )
 from kubetrade.rl.env import ActionMapper, TradingEnvironment, basic_features
+from kubetrade.rl.progress import ProgressCallback
 
 __all__ = [
     "AgentResult",
@@ -183,6 +187,20 @@ def _metrics_only(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for the block, then back (0: leave as is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_single_agent(
     agent_type: str,
     env_config: TradingEnvConfig | str | Path | None,
@@ -210,9 +228,10 @@ def train_single_agent(
     agent_dir = Path(out_dir or train_cfg.output_dir) / agent_type
     agent_dir.mkdir(parents=True, exist_ok=True)
     params = train_cfg.params_for(agent_type)
+    n_envs = int(params["n_envs"])
     model = make_agent(
         agent_type,
-        Monitor(train_env),
+        train_env,  # TradingVecEnv of n_envs copies (make_agent vectorises it)
         policy=params.pop("policy"),
         seed=train_cfg.seed,
         device=train_cfg.device,
@@ -221,17 +240,20 @@ def train_single_agent(
     )
     steps = total_timesteps or train_cfg.total_timesteps
     freq = train_cfg.eval_freq if eval_freq is None else eval_freq
-    callback = None
+    callbacks: list[BaseCallback] = [ProgressCallback(f"rl {agent_type}", steps)]
     if 0 < freq < steps:
-        callback = EvalCallback(
-            Monitor(val_env),
-            n_eval_episodes=n_eval_episodes or train_cfg.n_eval_episodes,
-            eval_freq=freq,
-            best_model_save_path=str(agent_dir),
-            deterministic=True,
-            verbose=0,
+        callbacks.append(
+            EvalCallback(
+                VecMonitor(DummyVecEnv([lambda: val_env])),  # same wrapper type as training
+                n_eval_episodes=n_eval_episodes or train_cfg.n_eval_episodes,
+                eval_freq=max(freq // n_envs, 1),  # SB3 counts calls: one per vector step
+                best_model_save_path=str(agent_dir),
+                deterministic=True,
+                verbose=0,
+            )
         )
-    model.learn(total_timesteps=steps, callback=callback)
+    with torch_threads(train_cfg.torch_threads):
+        model.learn(total_timesteps=steps, callback=CallbackList(callbacks))
     path = agent_dir / "model.zip"
     best = agent_dir / "best_model.zip"
     final_val = run_episode(val_env, model)
@@ -259,6 +281,51 @@ def _read_agent_json(path: Path) -> dict[str, Any]:
     return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
 
 
+#: ``ensemble_method: auto`` candidates: name -> (method, meta_learning, thompson_sampling)
+#: (each is one validation episode of every member; on the make-run agents the two dropped
+#: ones, weighted_voting+hedge and equal+hedge, scored below these: docs/benchmarks.md)
+COMBINATIONS: dict[str, tuple[str, bool, bool]] = {
+    "weighted_voting+hedge+thompson": ("weighted_voting", True, True),
+    "weighted_voting": ("weighted_voting", False, False),
+    "equal": ("equal", False, False),
+    "best": ("best", False, False),
+}
+
+
+def choose_combination(
+    members: Sequence[Member],
+    sharpe: Mapping[str, float],
+    env_cfg: TradingEnvConfig,
+    train_cfg: RLTrainingConfig,
+    prices: pd.DataFrame | None = None,
+    features: pd.DataFrame | None = None,
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Score every combination of :data:`COMBINATIONS` on the **validation** period (never
+    test); return the best by Sharpe and each one's validation metrics. ``best`` (the member
+    with the best validation Sharpe, alone) is a candidate, so the choice never scores below
+    it; on a tie the earlier candidate in :data:`COMBINATIONS` order wins."""
+    prices, features = prepare_data(env_cfg, prices, features)
+    periods = split_periods(env_cfg, train_cfg, prices)
+    stats = _period_env(env_cfg, prices, features, periods.train, "continuous").feature_stats
+    env = _period_env(env_cfg, prices, features, periods.validation, "continuous", False, stats)
+    mapper = ActionMapper.from_config(env_cfg)
+    scores: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
+    for number, (name, (method, meta, thompson)) in enumerate(COMBINATIONS.items(), 1):
+        agent = EnsembleAgent(
+            members, sharpe, mapper, method, meta, thompson, settings=train_cfg.ensemble
+        )
+        scores[name] = _metrics_only(run_episode(env, agent, seed=train_cfg.ensemble.seed))
+        print(
+            f"[kubetrade] rl ensemble: {number}/{len(COMBINATIONS)} {name} validation "
+            f"Sharpe {scores[name]['sharpe_ratio']:.3f}, {time.perf_counter() - started:.0f}s "
+            "elapsed",
+            flush=True,
+        )  # progress: each candidate is a validation episode of every member
+    best = max(scores, key=lambda k: scores[k]["sharpe_ratio"])  # first of equals
+    return best, scores
+
+
 def build_ensemble(
     agent_paths: Mapping[str, str | Path],
     validation_metrics: Mapping[str, Mapping[str, float]] | None = None,
@@ -267,6 +334,8 @@ def build_ensemble(
     ensemble_method: str | None = None,
     meta_learning: bool | None = None,
     thompson_sampling: bool | None = None,
+    prices: pd.DataFrame | None = None,
+    features: pd.DataFrame | None = None,
 ) -> EnsembleAgent:
     """Load saved agents and weight them by validation Sharpe.
 
@@ -277,6 +346,11 @@ def build_ensemble(
         validation_metrics: name -> metrics with ``sharpe_ratio``; overrides ``agent.json``.
         env_config, training_config: configs (objects or YAML paths); the latter's ensemble
             settings apply unless overridden by the three keyword arguments.
+        prices, features: the data the agents trained on; only ``ensemble_method: auto``
+            reads them (its validation runs; default: embedded data, basic features).
+
+    ``ensemble_method: auto`` resolves to the combination :func:`choose_combination` picks
+    on validation; the ensemble keeps the candidates' scores in ``selection``.
     """
     env_cfg, train_cfg = _env_cfg(env_config), _train_cfg(training_config)
     mapper = ActionMapper.from_config(env_cfg)
@@ -296,17 +370,31 @@ def build_ensemble(
         model = load_agent(agent_type, model_path, device=train_cfg.device)
         members.append(Member(name, agent_type, action_type, model))
         sharpe[name] = float(metrics["sharpe_ratio"])
-    return EnsembleAgent(
+    method = ensemble_method or train_cfg.ensemble_method
+    hedge = train_cfg.meta_learning if meta_learning is None else meta_learning
+    thompson = train_cfg.thompson_sampling if thompson_sampling is None else thompson_sampling
+    selection: dict[str, Any] = {}
+    if method == "auto":
+        if features is None and not set(env_cfg.features) <= set(BASIC_FEATURES):
+            raise ConfigError(
+                "ensemble_method auto scores the combinations on the validation period: pass "
+                "the agents' prices and features to build_ensemble (the env observes "
+                f"{env_cfg.features}), or choose weighted_voting, equal or best"
+            )
+        chosen, scores = choose_combination(members, sharpe, env_cfg, train_cfg, prices, features)
+        method, hedge, thompson = COMBINATIONS[chosen]
+        selection = {"chosen": chosen, "validation": scores}
+    ensemble = EnsembleAgent(
         members,
         sharpe,
         mapper,
-        method=ensemble_method or train_cfg.ensemble_method,
-        meta_learning=train_cfg.meta_learning if meta_learning is None else meta_learning,
-        thompson_sampling=(
-            train_cfg.thompson_sampling if thompson_sampling is None else thompson_sampling
-        ),
+        method=method,
+        meta_learning=hedge,
+        thompson_sampling=thompson,
         settings=train_cfg.ensemble,
     )
+    ensemble.selection = selection
+    return ensemble
 
 
 def evaluate_ensemble(
@@ -350,6 +438,12 @@ def evaluate_ensemble(
         "steps": episodes[0]["steps"],
         "period": {"start": periods.test[0], "end": periods.test[1]},
         "weights": dict(zip(ensemble.names, ensemble.prior.tolist(), strict=True)),
+        "combination": {
+            "method": ensemble.method,
+            "meta_learning": ensemble.meta_learning,
+            "thompson_sampling": ensemble.thompson_sampling,
+            **ensemble.selection,
+        },
         "validation_sharpe": ensemble.validation_sharpe,
         "agents": agents,
         "buy_and_hold": buy_and_hold_metrics(env),

@@ -158,7 +158,12 @@ class OptunaReporter(Callback):
         self.pruned_epoch: int | None = None
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
-        self.trial.report(float(logs.get(self.metric, math.nan)), step=epoch)
+        value = float(logs.get(self.metric, math.nan))
+        print(
+            f"[kubetrade] tune: trial {self.trial.number} epoch {epoch} {self.metric}={value:.4g}",
+            flush=True,
+        )  # progress: an epoch of a make-run trial takes seconds
+        self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             self.pruned_epoch = epoch
             trainer.stop_training = True
@@ -355,6 +360,32 @@ def _log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     )
 
 
+class TrialProgress:
+    """Optuna callback: a ``[kubetrade] tune:`` console line per finished trial, with the
+    count, the best value so far and an ETA from the mean trial time."""
+
+    def __init__(self, total: int, done: int = 0) -> None:
+        self.total, self.done, self.start = total, done, time.perf_counter()
+        self._ran = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.done += 1
+        self._ran += 1
+        elapsed = time.perf_counter() - self.start
+        left = max(self.total - self.done, 0)
+        value = f"{trial.value:.4g}" if trial.value is not None else "-"
+        try:
+            best = f", best {study.best_value:.4g}"
+        except ValueError:  # no completed trial yet
+            best = ""
+        eta = f", ETA {elapsed / self._ran * left:.0f}s" if left else ""
+        print(
+            f"[kubetrade] tune: trial {self.done}/{self.total} {trial.state.name} value={value}"
+            f"{best}, {elapsed:.0f}s elapsed{eta}",
+            flush=True,
+        )
+
+
 def resolve_objective(path: str) -> Callable[[TrialSetup, Any], Callable[[optuna.Trial], float]]:
     """Import ``"package.module:Name"`` (an objective factory)."""
     module_name, _, attr = path.partition(":")
@@ -391,8 +422,12 @@ def run_study(spec: TuningSpec, setup: TrialSetup, bundle: Any) -> StudyReport:
         setup.study_name, finished, remaining, max(workers, 1),
     )  # fmt: skip
     if workers == 1:
+        progress = TrialProgress(finished + remaining, finished)
         study.optimize(
-            factory(setup, bundle), n_trials=remaining, catch=(Exception,), callbacks=[_log_trial]
+            factory(setup, bundle),
+            n_trials=remaining,
+            catch=(Exception,),
+            callbacks=[_log_trial, progress],
         )
     elif workers > 1:
         _run_workers(setup, bundle, url, workers, remaining)

@@ -1,0 +1,20 @@
+"""Progress lines of long steps (issue #17): tuning trials and the Feast join."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from kubetrade.tuning.optuna_backend import TrialProgress
+
+
+def test_trial_progress_prints_count_best_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    progress = TrialProgress(total=4, done=1)  # one trial resumed from an earlier run
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3, callbacks=[progress])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "tune: trial" in line]
+    assert [line.split()[3] for line in lines] == ["2/4", "3/4", "4/4"]
+    assert all(line.startswith("[kubetrade] tune: trial ") and "COMPLETE" in line for line in lines)
+    assert "ETA" in lines[0] and "ETA" not in lines[-1]
+    assert f"best {study.best_value:.4g}" in lines[-1]
