@@ -613,6 +613,38 @@ def serve(
     run_server(cfg)
 
 
+@app.command()
+def monitor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="monitoring config")] = Path(
+        "config/monitoring.yaml"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a key, e.g. --set thresholds.min_hit_rate=0.5"),
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option(help="start the pipeline (champion gate) when a threshold is crossed")
+    ] = False,
+) -> None:
+    """Feature/prediction drift (Evidently) and realized performance per served version;
+    HTML report + MLflow metrics; exit 4 when a threshold is crossed (--retrain: retrain)."""
+    import json
+
+    from kubetrade.monitoring import MonitoringAlert, MonitoringConfig, retrain_command, run_monitor
+    from kubetrade.monitoring import retrain as start_retraining
+
+    cfg = _merged_config(MonitoringConfig, config, set_, "current_days=30")
+    result = run_monitor(cfg)
+    out.print_json(json.dumps(result.as_dict(), default=str))
+    if not result.alerts:
+        return
+    if retrain:
+        console.print(f"kubetrade monitor: retraining: {' '.join(retrain_command(cfg.retrain))}")
+        start_retraining(cfg.retrain)
+        return
+    raise MonitoringAlert("; ".join(result.alerts) + " (rerun with --retrain to retrain)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning KubetradeError into a one-line error."""
     from rich.markup import escape
