@@ -94,7 +94,7 @@ def test_drifted_features_exit_4_in_one_line(setup: dict[str, Any], tmp_path: Pa
 def test_decay_triggers_retraining_through_the_pipeline_command(
     setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kubetrade.monitoring.retrain as retrain_module
+    import kubetrade.monitoring.retraining as retrain_module
 
     started: list[list[str]] = []
     # the pipeline itself is tested elsewhere; here: that the trigger starts it, and only then

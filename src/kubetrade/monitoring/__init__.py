@@ -2,7 +2,7 @@
 
 from kubetrade.monitoring.config import MonitoringConfig
 from kubetrade.monitoring.monitor import MonitoringAlert, MonitorResult, run_monitor
-from kubetrade.monitoring.retrain import retrain, retrain_command
+from kubetrade.monitoring.retraining import retrain, retrain_command
 
 __all__ = [
     "MonitorResult",
