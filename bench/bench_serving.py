@@ -148,8 +148,11 @@ def main() -> int:
     ours_symbols = [{"instances": [{"symbol": s}]} for s in ("SYN000", "SYN001")]
     peer_windows = [{"inputs": w[None].tolist()} for w in spec.test.X[:64]]
     port, peer_port = _port(), _port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": demo.tracking_uri,  # mlflow execs `uvicorn`
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": demo.tracking_uri,  # mlflow execs `uvicorn`
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     ours = subprocess.Popen([sys.executable, "-m", "kubetrade", "serve",
                              "--set", f"tracking_uri={demo.tracking_uri}",
                              "--set", f"feast_repo={demo.feast_repo}", "--set", f"port={port}",
@@ -176,10 +179,16 @@ def main() -> int:
         closed: dict[str, list[Any]] = {"kubetrade_window": [], "kubetrade_symbol": [],
                                         "mlflow_window": []}  # fmt: skip
         for clients in (1, 8, 32):
-            closed["kubetrade_window"].append(asyncio.run(_closed_loop(url, ours_windows, clients, seconds)))
-            closed["kubetrade_symbol"].append(asyncio.run(_closed_loop(url, ours_symbols, clients, seconds)))
+            closed["kubetrade_window"].append(
+                asyncio.run(_closed_loop(url, ours_windows, clients, seconds))
+            )
+            closed["kubetrade_symbol"].append(
+                asyncio.run(_closed_loop(url, ours_symbols, clients, seconds))
+            )
             if peer_url:
-                closed["mlflow_window"].append(asyncio.run(_closed_loop(peer_url, peer_windows, clients, seconds)))
+                closed["mlflow_window"].append(
+                    asyncio.run(_closed_loop(peer_url, peer_windows, clients, seconds))
+                )
             print(json.dumps({k: v[-1] for k, v in closed.items() if v}), flush=True)
         results["closed_loop"] = closed
         results["open_loop"] = asyncio.run(_open_loop(url, ours_windows, args.rate, seconds))
@@ -188,7 +197,9 @@ def main() -> int:
         async def swap() -> dict[str, Any]:
             task = asyncio.create_task(_closed_loop(url, ours_symbols, 8, seconds * 2))
             await asyncio.sleep(seconds / 2)
-            MlflowClient(demo.tracking_uri).set_registered_model_alias(demo.model_name, "champion", "2")
+            MlflowClient(demo.tracking_uri).set_registered_model_alias(
+                demo.model_name, "champion", "2"
+            )
             return await task
 
         results["swap_under_load"] = asyncio.run(swap())

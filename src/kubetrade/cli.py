@@ -589,7 +589,9 @@ def serve(
     ),
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="override a key, e.g. --set port=9000 --set ab.challenger_weight=0.1"),
+        typer.Option(
+            "--set", help="override a key, e.g. --set port=9000 --set ab.challenger_weight=0.1"
+        ),
     ] = None,
     check: Annotated[
         bool, typer.Option(help="load and verify the served versions, print them, exit")

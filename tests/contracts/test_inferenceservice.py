@@ -37,7 +37,8 @@ def schema() -> dict[str, Any]:
         pytest.skip(f"{CRD_NAME} not found (see tests/contracts/upstream/kserve/README.md)")
     crd = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert crd["spec"]["group"] == "serving.kserve.io" and crd["spec"]["names"]["kind"] == (
-        "InferenceService")
+        "InferenceService"
+    )
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
     return dict(version["schema"]["openAPIV3Schema"])
 

@@ -61,7 +61,8 @@ def test_report_metrics_and_online_comparison(setup: dict[str, Any],
     active = joined[joined["signal"] != 0]
     if len(active):
         assert perf["hit_rate"] == pytest.approx(
-            float((np.sign(active["signal"]) == np.sign(active["ret"])).mean()))
+            float((np.sign(active["signal"]) == np.sign(active["ret"])).mean())
+        )
     assert 0.0 <= summary["drifted_share"] <= 1.0 and summary["prediction_drift_p"] is not None
     from mlflow import MlflowClient
 

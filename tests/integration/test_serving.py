@@ -101,8 +101,18 @@ def test_champion_answer_equals_offline_prediction(demo: Demo, server: Any) -> N
         test = demo.bundle.test
         idx = np.flatnonzero(test.symbols == symbol)[3]
         earlier, _ = predict(demo.models["1"], test.X[idx : idx + 1])
-        code, body = post(server["url"], {"instances": [
-            {"symbol": symbol, "as_of": str(test.timestamps[idx])[:10], "variant": "champion"}]})
+        code, body = post(
+            server["url"],
+            {
+                "instances": [
+                    {
+                        "symbol": symbol,
+                        "as_of": str(test.timestamps[idx])[:10],
+                        "variant": "champion",
+                    }
+                ]
+            },
+        )
         assert code == 200, body
         got = list(body["predictions"][0]["probabilities"].values())
         np.testing.assert_allclose(got, earlier[0], atol=1e-5)
@@ -121,8 +131,14 @@ def test_v2_open_inference_protocol(demo: Demo, server: Any) -> None:
     model = demo.models[outputs["model_version"]["data"][0]]
     np.testing.assert_allclose(outputs["probabilities"]["data"], predict(model, window)[0][0],
                                atol=1e-5)  # fmt: skip
-    code, body = post(f"{server['base']}/v2/models/kubetrade/infer", {"inputs": [
-        {"name": "symbol", "shape": [2], "datatype": "BYTES", "data": ["SYN000", "SYN001"]}]})
+    code, body = post(
+        f"{server['base']}/v2/models/kubetrade/infer",
+        {
+            "inputs": [
+                {"name": "symbol", "shape": [2], "datatype": "BYTES", "data": ["SYN000", "SYN001"]}
+            ]
+        },
+    )
     assert code == 200 and len(body["outputs"][0]["data"]) == 6
 
 
@@ -135,8 +151,10 @@ def test_ab_split_tags_every_answer_with_its_version(server: Any) -> None:
     # weight 0.5, seeded: both variants answer, neither fewer than 8 times in 40
     assert set(versions) == {"1", "2"} and min(versions.count("1"), versions.count("2")) >= 8
     logged = [json.loads(line) for line in server["log"].read_text().splitlines()]
-    assert {(r["alias"], r["model_version"]) for r in logged} >= {("champion", "1"),
-                                                                  ("challenger", "2")}
+    assert {(r["alias"], r["model_version"]) for r in logged} >= {
+        ("champion", "1"),
+        ("challenger", "2"),
+    }
 
 
 @pytest.mark.parametrize(
@@ -225,3 +243,11 @@ def test_tampered_or_missing_model_fails_startup_in_one_line(
         path.write_bytes(original)
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["served"] == {"champion": "1"}
+
+
+def test_bad_serving_config_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--check", "--set", "ab.challenger_weight=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ab.challenger_weight" in err
+    assert main(["serve", "--check", "--config", "nope.yaml"]) == 2
+    assert "nope.yaml does not exist" in capsys.readouterr().err

@@ -137,7 +137,9 @@ def run_monitor(cfg: MonitoringConfig) -> MonitorResult:
         pred_cur = log.iloc[-recent:][["predicted_return"]]
     snapshot = Report(metrics).run(reference_data=reference, current_data=current)
     drift = snapshot.dict()["metrics"]
-    share = next(float(m["value"]["share"]) for m in drift if "DriftedColumnsCount" in m["metric_name"])
+    share = next(
+        float(m["value"]["share"]) for m in drift if "DriftedColumnsCount" in m["metric_name"]
+    )
     drifted = sorted(
         m["config"]["column"] for m in drift
         if m["config"].get("type", "").endswith("ValueDrift")

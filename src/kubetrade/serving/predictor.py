@@ -66,8 +66,11 @@ class LoadedModel:
 
 
 def _download_export(uri: str, run_id: str, dst: Path) -> Path:
+    import os
+
     from mlflow.artifacts import download_artifacts
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr: one line
     try:
         return Path(download_artifacts(run_id=run_id, artifact_path="export",
                                        dst_path=str(dst), tracking_uri=uri))  # fmt: skip
@@ -95,7 +98,7 @@ def load_version(
     if not expected:
         raise ServingError(f"{name} v{version} has no {SHA_TAG} tag; register it with "
                            "`kubetrade register` (export with the serving graph)")  # fmt: skip
-    run_id = tags.get(RUN_TAG) or mv.run_id
+    run_id = str(tags.get(RUN_TAG) or mv.run_id)
     export = _download_export(uri, run_id, cache_dir / f"v{version}")
     path = export / SERVING_FILE
     if not path.is_file():
@@ -161,7 +164,9 @@ class WindowSource:
         """The last ``rows`` bars of ``symbol`` at or before ``end`` (``newest``: the online
         row, which replaces the offline row of the same timestamp)."""
         hist = self.history[symbol]
-        part = hist[hist["timestamp"] < end] if newest is not None else hist[hist["timestamp"] <= end]
+        part = (
+            hist[hist["timestamp"] < end] if newest is not None else hist[hist["timestamp"] <= end]
+        )
         part = part.tail(rows - (1 if newest is not None else 0))
         if newest is not None:
             row = {c: newest[c] for c in self.feature_names}
