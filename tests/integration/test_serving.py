@@ -251,3 +251,57 @@ def test_bad_serving_config_is_one_line(capsys: pytest.CaptureFixture[str]) -> N
     assert len(err.splitlines()) == 1 and "ab.challenger_weight" in err
     assert main(["serve", "--check", "--config", "nope.yaml"]) == 2
     assert "nope.yaml does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pipeline_run_output_served_equals_offline_prediction(tmp_path: Path) -> None:
+    """The issue's done-when: a real (tiny) pipeline run -> its registry, export and Feast
+    repo -> ``kubetrade serve`` -> HTTP -> the answer equals the exported model's offline
+    prediction for the same window and names the champion's version."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+    from test_local_pipeline import tiny_config
+
+    from kubetrade.data.splits import load_bundle
+    from kubetrade.pipeline.runner import run_local
+    from kubetrade.pipeline.steps import load_run_config
+    from kubetrade.training.export import onnx_session
+
+    result = run_local(load_run_config(tiny_config(tmp_path)))
+    tasks = {k.rsplit("/", 1)[-1].removesuffix("-op"): v for k, v in result.outputs.items()}
+    uri = f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}"
+    export_dir = Path(tasks["export"]["artifacts"]["exported"])
+    if "register" not in tasks:  # the evaluation gate held it back: register it by hand
+        assert main(["register", "--export-dir", str(export_dir), "--results",
+                     tasks["evaluate"]["artifacts"]["results"], "--tracking-uri", uri]) == 0  # fmt: skip
+    from mlflow import MlflowClient
+
+    champion = MlflowClient(uri).get_model_version_by_alias("kubetrade-hybrid", "champion")
+    bundle = load_bundle(tasks["split"]["artifacts"]["bundle"])
+    session = onnx_session(export_dir / "model_serving.onnx")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kubetrade", "serve", "--set", f"tracking_uri={uri}",
+                             "--set", f"feast_repo={tasks['features']['artifacts']['feast_repo']}",
+                             "--set", f"port={port}", "--set", "max_feature_age_days=null"])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        for symbol in ("AAPL", "IBM"):
+            idx = np.flatnonzero(bundle.test.symbols == symbol)[-1]
+            logits, reg = session.run(None, {"input": bundle.test.X[idx : idx + 1]})
+            probs = np.exp(logits[0]) / np.exp(logits[0]).sum()
+            code, body = post(f"http://127.0.0.1:{port}/v1/models/kubetrade:predict",
+                              {"instances": [{"symbol": symbol,
+                                              "as_of": str(bundle.test.timestamps[idx])[:10]}]})  # fmt: skip
+            assert code == 200, body
+            answer = body["predictions"][0]
+            assert answer["model_version"] == str(champion.version)
+            np.testing.assert_allclose(list(answer["probabilities"].values()), probs, atol=1e-5)
+            assert answer["predicted_return"] == pytest.approx(float(reg[0]), abs=1e-6)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -21,6 +21,7 @@ from kubetrade.errors import KubetradeError
 __all__ = ["SPEC_FILE", "ServingError", "ServingSpec", "write_serving_spec", "read_serving_spec"]
 
 SPEC_FILE = "serving_spec.json"
+_NO_CLIP = 1e30  # JSON has no infinity
 
 
 class ServingError(KubetradeError):
@@ -51,13 +52,15 @@ def write_serving_spec(export_dir: str | Path, bundle: Any, training: Any) -> Pa
     """Write ``serving_spec.json`` for ``bundle`` (a DatasetBundle with its scaler) and
     ``training`` (the TrainingConfig it was built with)."""
     scaler = bundle.scaler
-    if scaler is None:
-        raise ServingError("the split bundle has no scaler; rerun the split step")
+    n = len(bundle.feature_names)
+    # a bundle without a scaler holds unscaled windows: the identity transform
+    center = np.zeros(n) if scaler is None else np.ravel(scaler.center)
+    scale = np.ones(n) if scaler is None else np.ravel(scaler.scale)
     spec = ServingSpec(
         feature_names=list(bundle.feature_names),
-        center=[float(v) for v in np.ravel(scaler.center)],
-        scale=[float(v) for v in np.ravel(scaler.scale)],
-        clip=float(scaler.clip),
+        center=[float(v) for v in center],
+        scale=[float(v) for v in scale],
+        clip=_NO_CLIP if scaler is None else float(scaler.clip),
         sequence_length=int(training.data.sequence_length),
         prediction_horizon=int(training.data.prediction_horizon),
         label_threshold=float(training.data.label_threshold),
