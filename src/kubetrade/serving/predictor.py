@@ -276,7 +276,10 @@ class Predictor:
         self._thread.start()
 
     def stop(self) -> None:
+        import shutil
+
         self._stop.set()
+        shutil.rmtree(self._cache, ignore_errors=True)  # sessions already hold their graphs
 
     def _pick(self, requested: Any) -> LoadedModel:
         with self._lock:
