@@ -283,13 +283,14 @@ def test_pipeline_run_output_served_equals_offline_prediction(tmp_path: Path) ->
                              "--set", f"feast_repo={tasks['features']['artifacts']['feast_repo']}",
                              "--set", f"port={port}", "--set", "max_feature_age_days=null"])  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
+        deadline, ready = time.monotonic() + 300, False  # generous: 2 shared cores
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
-                break
+                ready = True
             except OSError:
                 time.sleep(0.5)
+        assert ready, f"server not ready (exit code {proc.poll()})"
         for symbol in ("AAPL", "IBM"):
             idx = np.flatnonzero(bundle.test.symbols == symbol)[-1]
             logits, reg = session.run(None, {"input": bundle.test.X[idx : idx + 1]})
