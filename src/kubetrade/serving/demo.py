@@ -61,7 +61,11 @@ def register_demo_model(demo: Demo, seed: int, value: float) -> str:
         "serving-demo", artifact_location=(demo.root / "artifacts").as_uri())  # fmt: skip
     run = client.create_run(exp_id)
     client.log_artifacts(run.info.run_id, str(export_dir), "export")
-    previous = mlflow.get_tracking_uri()
+    import os
+
+    # log_model reads the global URI; restore it exactly (set_tracking_uri also writes the
+    # environment variable, which would leak into later runs of this process)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(demo.tracking_uri)
     try:
         with mlflow.start_run(run_id=run.info.run_id):
@@ -69,6 +73,8 @@ def register_demo_model(demo: Demo, seed: int, value: float) -> str:
                                             pip_requirements=["torch"])  # fmt: skip
     finally:
         mlflow.set_tracking_uri(previous)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
     write_export_info(export_dir, info.model_uri, run.info.run_id, exported.files())
     promo = register_export(export_dir, value, model_name=demo.model_name,
                             tracking_uri=demo.tracking_uri)  # fmt: skip
