@@ -183,7 +183,11 @@ def _log_mlflow(cfg: MonitoringConfig, result: MonitorResult) -> None:
 
     client = mlflow.MlflowClient(cfg.tracking_uri)
     exp = client.get_experiment_by_name(cfg.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.experiment)
+    location = None  # a SQLite store keeps artifacts beside it (MLflow's default is the cwd)
+    if cfg.tracking_uri and cfg.tracking_uri.startswith("sqlite:///"):
+        db = Path(cfg.tracking_uri.removeprefix("sqlite:///"))
+        location = (db.resolve().parent / "mlartifacts").as_uri()
+    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.experiment, location)
     run = client.create_run(exp_id, run_name="monitor")
     rid = run.info.run_id
     client.log_metric(rid, "drifted_share", result.drifted_share)
