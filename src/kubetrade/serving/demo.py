@@ -72,7 +72,7 @@ def register_demo_model(demo: Demo, seed: int, value: float) -> str:
             info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
                                             pip_requirements=["torch"])  # fmt: skip
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None resets it
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
     write_export_info(export_dir, info.model_uri, run.info.run_id, exported.files())
