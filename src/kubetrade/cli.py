@@ -873,6 +873,104 @@ def redact(text: str) -> str:
     return _redact(text)
 
 
+# ---------------------------------------------------------------- serve / monitor (issue #18)
+def _nested(items: list[str] | None, flag: str, example: str) -> dict[str, Any]:
+    """``--set a.b=v`` options as a nested dict (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for key, value in _overrides(items, flag, example).items():
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return result
+
+
+def _merged_config(model: Any, path: Path, items: list[str] | None, example: str) -> Any:
+    from kubetrade.config import load_yaml_model, read_yaml_file
+
+    if not path.is_file():
+        raise KubetradeError(f"config file {path} does not exist")
+    data = read_yaml_file(path) or {}
+    if not isinstance(data, dict):
+        raise KubetradeError(f"{path}: top level must be a mapping")
+
+    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    return load_yaml_model(model, data=merge(data, _nested(items, "--set", example)))
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="serving config")] = Path(
+        "config/serving.yaml"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="override a key, e.g. --set port=9000 --set ab.challenger_weight=0.1"
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="load and verify the served versions, print them, exit")
+    ] = False,
+) -> None:
+    """Serve the registered model (alias champion) with KServe's model server: v1 :predict and
+    v2 infer, by symbol from Feast or by raw window; A/B split with the challenger."""
+    from kubetrade.serving.config import ServingConfig
+
+    cfg = _merged_config(ServingConfig, config, set_, "port=9000")
+    if check:
+        import json
+
+        from kubetrade.serving.predictor import Predictor
+
+        predictor = Predictor(cfg)
+        out.print_json(json.dumps({"served": predictor.served(), "model": cfg.model_name}))
+        return
+    from kubetrade.serving.server import serve as run_server
+
+    run_server(cfg)
+
+
+@app.command()
+def monitor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="monitoring config")] = Path(
+        "config/monitoring.yaml"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a key, e.g. --set thresholds.min_hit_rate=0.5"),
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option(help="start the pipeline (champion gate) when a threshold is crossed")
+    ] = False,
+) -> None:
+    """Feature/prediction drift (Evidently) and realized performance per served version;
+    HTML report + MLflow metrics; exit 4 when a threshold is crossed (--retrain: retrain)."""
+    import json
+
+    from kubetrade.monitoring import MonitoringAlert, MonitoringConfig, retrain_command, run_monitor
+    from kubetrade.monitoring import retrain as start_retraining
+
+    cfg = _merged_config(MonitoringConfig, config, set_, "current_days=30")
+    result = run_monitor(cfg)
+    out.print_json(json.dumps(result.as_dict(), default=str))
+    if not result.alerts:
+        return
+    if retrain:
+        console.print(f"kubetrade monitor: retraining: {' '.join(retrain_command(cfg.retrain))}")
+        start_retraining(cfg.retrain)
+        return
+    raise MonitoringAlert("; ".join(result.alerts) + " (rerun with --retrain to retrain)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning KubetradeError into a one-line error."""
     from rich.markup import escape

@@ -555,6 +555,9 @@ def export_step(
         for name, diff in outs.items()
     }
     tracker.log_metrics(diffs)
+    from kubetrade.serving.spec import write_serving_spec  # scaler + features for the server
+
+    write_serving_spec(export_dir, bundle, run.training)
     tracker.log_artifact(export_dir, "export")
     tracker.log_artifact(info["final_model_path"], "checkpoints")
     from kubetrade.registry.hybrid_pyfunc import log_hybrid

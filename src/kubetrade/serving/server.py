@@ -1,0 +1,138 @@
+"""The KServe model: :class:`KubetradeModel` (a ``kserve.Model``) served by KServe's
+``ModelServer`` -- the same entry point locally (bound to 127.0.0.1) and as the custom
+predictor of an ``InferenceService`` (bound to 0.0.0.0 in the pod).
+
+* v1: ``POST /v1/models/<name>:predict`` with ``{"instances": [{"symbol": "AAPL"}, ...]}``
+  -> ``{"predictions": [{"probabilities": {...}, "predicted_return", "signal",
+  "model_version", "alias", ...}]}``;
+* v2 (Open Inference Protocol): ``POST /v2/models/<name>/infer`` with a BYTES input
+  ``symbol`` (optional BYTES ``as_of``) or an FP32/FP64 input ``window`` of shape
+  ``[N, L, F]``; outputs ``probabilities`` [N, 3], ``predicted_return``, ``signal`` and
+  ``model_version`` (BYTES).
+* ``GET /v2/health/live``, ``/v2/health/ready``, ``/v1/models/<name>`` and ``/metrics``
+  (Prometheus) are KServe's own.
+
+Bad input raises ``kserve.errors.InvalidInput``: a 400 with ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from kubetrade.serving.config import ServingConfig
+from kubetrade.serving.predictor import BadRequest, Predictor
+
+__all__ = ["build_model", "serve"]
+
+
+def _kserve_model_class() -> type:
+    import kserve
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+    class KubetradeModel(kserve.Model):  # type: ignore[misc]
+        def __init__(self, name: str, predictor: Predictor) -> None:
+            super().__init__(name)
+            self.predictor = predictor
+            self.ready = True
+
+        def load(self) -> bool:
+            self.ready = True
+            return True
+
+        async def predict(self, payload: Any, headers: Any = None,
+                          response_headers: Any = None) -> Any:  # fmt: skip
+            try:
+                if isinstance(payload, InferRequest):
+                    return self._v2(payload)
+                return self._v1(payload)
+            except BadRequest as exc:
+                raise InvalidInput(str(exc)) from exc
+
+        def _v1(self, payload: Any) -> dict[str, Any]:
+            if not isinstance(payload, dict) or "instances" not in payload:
+                raise BadRequest("expected a JSON object with 'instances' (a list)")
+            answers = self.predictor.predict(payload["instances"])
+            return {"predictions": [a.as_dict() for a in answers]}
+
+        def _v2(self, request: InferRequest) -> InferResponse:
+            inputs = {i.name: i for i in request.inputs}
+            unknown = set(inputs) - {"symbol", "as_of", "window"}
+            if unknown:
+                raise BadRequest(f"unknown input(s) {sorted(unknown)}; use symbol, as_of, window")
+            if "window" in inputs:
+                try:
+                    windows = np.asarray(inputs["window"].as_numpy(), dtype=np.float64)
+                except Exception as exc:  # noqa: BLE001 - kserve raises many types here
+                    raise BadRequest(f"input 'window' is not numeric: {exc}") from exc
+                if windows.ndim != 3:
+                    raise BadRequest(f"input 'window' has shape {list(windows.shape)}; "
+                                     "expected [N, sequence_length, features]")  # fmt: skip
+                instances: list[dict[str, Any]] = [{"window": w} for w in windows]
+            elif "symbol" in inputs:
+                symbols = [_text(s) for s in inputs["symbol"].data]
+                as_of = [_text(s) for s in inputs["as_of"].data] if "as_of" in inputs else None
+                if as_of is not None and len(as_of) != len(symbols):
+                    raise BadRequest("inputs 'as_of' and 'symbol' differ in length")
+                instances = [{"symbol": s} if as_of is None else {"symbol": s, "as_of": a}
+                             for s, a in zip(symbols, as_of or symbols, strict=True)]  # fmt: skip
+            else:
+                raise BadRequest("the request needs an input 'symbol' or 'window'")
+            answers = self.predictor.predict(instances)
+            n = len(answers)
+            outputs = [
+                InferOutput("probabilities", [n, 3], "FP32",
+                            np.asarray([a.probabilities for a in answers], dtype=np.float32)),
+                InferOutput("predicted_return", [n], "FP32",
+                            np.asarray([a.predicted_return for a in answers], dtype=np.float32)),
+                InferOutput("signal", [n], "FP32",
+                            np.asarray([a.signal for a in answers], dtype=np.float32)),
+                InferOutput("model_version", [n], "BYTES", [a.model_version for a in answers]),
+            ]  # fmt: skip
+            return InferResponse(request.id or "", self.name, outputs,
+                                 model_version=answers[0].model_version)  # fmt: skip
+
+    return KubetradeModel
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def build_model(config: ServingConfig, predictor: Predictor | None = None) -> Any:
+    """The ``kserve.Model`` for ``config`` (loads and verifies the served versions)."""
+    return _kserve_model_class()(config.server_name, predictor or Predictor(config))
+
+
+def serve(config: ServingConfig) -> None:
+    """Run KServe's ModelServer on ``config.host:config.port`` until SIGINT/SIGTERM."""
+    from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
+    from kserve.protocol.rest.server import RESTServer
+
+    model = build_model(config)  # fails here, before any port is bound
+
+    class BoundModelServer(ModelServer):  # type: ignore[misc]
+        """KServe hard-codes host 0.0.0.0; bind the configured address instead."""
+
+        def start(self, models: list[Any]) -> None:
+            self._register_and_check_atleast_one_model_is_ready(models)
+            self._rest_server = RESTServer(
+                FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
+                self.http_port, access_log_format=self.access_log_format, workers=1,
+                grace_period=self.grace_period, event_loop=self.event_loop,
+                timeout_keep_alive=self.timeout_keep_alive,
+            )  # fmt: skip
+            self._rest_server.config.host = config.host
+            self.servers.append(self._rest_server.start())
+            self.setup_event_loop()
+            self.register_signal_handler()
+            asyncio.run(self._serve())
+
+    model.predictor.start_refresh()
+    try:
+        BoundModelServer(http_port=config.port, enable_grpc=False, workers=1).start([model])
+    finally:
+        model.predictor.stop()
