@@ -144,3 +144,25 @@ def test_aggregate_states_whether_anything_beats_buy_and_hold() -> None:
                            n_boot=300)  # fmt: skip
     assert none["beats_buy_and_hold"] == []
     assert none["verdict"].startswith("Nothing beats buy-and-hold with significance")
+
+
+def test_fold_mean_sharpe_is_the_mean_over_blocks() -> None:
+    from kubetrade.training.evaluation import sharpe_ratio
+    from kubetrade.training.walk_forward import fold_mean_sharpe
+
+    rng = np.random.default_rng(2)
+    r = np.concatenate([rng.normal(0.01, 0.01, 50), rng.normal(-0.001, 0.03, 50)])
+    blocks = [sharpe_ratio(r[:50]), sharpe_ratio(r[50:])]
+    assert fold_mean_sharpe(r, 2) == pytest.approx(np.mean(blocks))
+    # one fold: the whole-series Sharpe
+    assert fold_mean_sharpe(r, 1) == pytest.approx(sharpe_ratio(r))
+    assert fold_mean_sharpe(r[:1], 5) == 0.0
+
+
+def test_fold_mean_objective_is_a_tuning_and_monitor_choice() -> None:
+    from kubetrade.tuning.spec import MONITOR_METRICS, metric_direction
+
+    assert "val_fold_mean_sharpe_ratio" in MONITOR_METRICS
+    assert metric_direction("val_fold_mean_sharpe_ratio") == "max"
+    cfg = TrainingConfig.model_validate({"training": {"monitor": "val_fold_mean_sharpe_ratio"}})
+    assert cfg.training.monitor == "val_fold_mean_sharpe_ratio"

@@ -450,6 +450,10 @@ class Trainer:
         logs = {f"val_{k}": v / n for k, v in sums.items()}
         logs["val_accuracy"] = float((pred == y_cls_all.numpy()).mean())
         logs["val_sharpe_ratio"] = sharpe_ratio(returns)
+        # selection on less noise (issue #16): mean Sharpe over validation.cv_folds blocks
+        from kubetrade.training.walk_forward import fold_mean_sharpe
+
+        logs["val_fold_mean_sharpe_ratio"] = fold_mean_sharpe(returns, self.cfg.validation.cv_folds)
         return logs
 
     # ------------------------------------------------------------ loop
