@@ -516,14 +516,32 @@ def evaluate_step(
     evaluator = ModelEvaluator(
         train_data=bundle.train, periods_per_year=252.0 / run.training.data.prediction_horizon
     )
-    val = evaluator.evaluate(model, bundle.val)
-    test = evaluator.evaluate(model, bundle.test)
+    # validation.metrics chooses what is computed, logged and reported; accuracy and
+    # sharpe_ratio are always kept (the registration gate and the summary read them)
+    wanted = list(dict.fromkeys([*run.training.validation.metrics, "accuracy", "sharpe_ratio"]))
+    val = evaluator.evaluate(model, bundle.val, metrics=wanted)
+    test = evaluator.evaluate(model, bundle.test, metrics=wanted)
+    from kubetrade.training.evaluation import interpretability_summary
+
+    explained = interpretability_summary(model, bundle.train, bundle.test, bundle.feature_names)
     tmp = atomic_path(report_path)
-    evaluator.generate_report(test, tmp, title=f"kubetrade test evaluation (run {info['run_id']})")
+    evaluator.generate_report(
+        test, tmp, title=f"kubetrade test evaluation (run {info['run_id']})",
+        interpretability=explained,
+    )  # fmt: skip
     os.replace(tmp, report_path)
     metrics = {**flat_metrics(val, "val_"), **flat_metrics(test, "test_")}
     tracker.log_metrics(metrics)
-    tracker.log_artifact(report_path, "reports")
+    # MLflow previews a file by its extension: log the report as evaluation_report.html
+    staging = Path(results_path).parent / "mlflow_reports"
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report_path, staging / "evaluation_report.html")
+    tracker.log_artifact(staging / "evaluation_report.html", "reports")
+    _write_json(
+        {k: v for k, v in explained.items() if k != "attention_png"},
+        staging / "shap_importance.json",
+    )
+    tracker.log_artifact(staging / "shap_importance.json", "reports")
     test.pop("series", None)
     _write_json(
         {"val": {k: v for k, v in val.items() if k != "series"}, "test": test}, results_path
