@@ -57,7 +57,7 @@ tr.benchmark td{color:#555;font-style:italic}img{max-width:100%}.meta{color:#666
 """
 
 
-def _format(value: float, kind: str) -> str:
+def _format(value: float | None, kind: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float) and math.isinf(value):

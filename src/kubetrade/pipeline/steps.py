@@ -623,8 +623,7 @@ def walk_forward_step(
 
     folds = []
     for p in fold_paths:
-        path = Path(p)
-        folds.append(_read_json(path if path.is_file() else path / "fold.json"))
+        folds.append(_read_json(p))
     ensemble = _read_json(ensemble_eval_path) if ensemble_eval_path else None
     n_trials = count_trials(tuning_dir, ensemble)
     agg = aggregate_folds(
@@ -657,7 +656,10 @@ def walk_forward_step(
         # MLflow previews by file extension: stage named copies in this step's own folder
         staging = Path(out_path).parent / "mlflow_reports"
         staging.mkdir(parents=True, exist_ok=True)
-        files = {"walk_forward.html": report_path, "walk_forward.json": out_path}
+        files: dict[str, str | Path] = {
+            "walk_forward.html": report_path,
+            "walk_forward.json": out_path,
+        }
         for name, path in {**files, **(extra_artifacts or {})}.items():
             src = Path(path)
             if src.is_file():

@@ -181,7 +181,7 @@ def evaluate_fold(
         "buy_and_hold": np.zeros(len(y_cls), dtype=np.int64),  # class 0 = buy = long
     }
     times: np.ndarray = np.array([])
-    series: dict[str, list[float]] = {}
+    series: dict[str, list[float | None]] = {}
     metrics: dict[str, dict[str, float]] = {}
     hits: dict[str, list[int]] = {}
     for name, pred in preds.items():
