@@ -186,6 +186,7 @@ def summary_op(
     backtest: Input[Artifact],
     ensemble_evaluation: Input[Artifact],
     gate: str,
+    walk_forward: Input[Artifact],
     summary: Output[Markdown],
 ) -> None:
     """Markdown run summary for the KFP UI: tuning, test metrics beside baselines, backtest."""
@@ -202,5 +203,6 @@ def summary_op(
             ensemble_evaluation.path,
             gate,
             summary.path,
+            walk_forward.path,
         ),  # fmt: skip
     )

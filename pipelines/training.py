@@ -2,7 +2,9 @@
 
 ingest -> validate -> features (Feast) -> split -+-> tune -> train -> evaluate -> export ---+
                                                  +-> RL agents (ParallelFor) -> ensemble ---+
-    -> backtest (test period, beside buy-and-hold) -> summary (Markdown)
+    -> backtest (test period, beside buy-and-hold)
+    -> walk-forward folds (ParallelFor) -> walk-forward (intervals, deflated Sharpe)
+    -> summary (Markdown)
     -> [If evaluation gate] register (MLflow: hybrid model + RL ensemble)
 
 ``training_pipeline`` is the definition ``kubetrade run`` executes locally and
@@ -19,6 +21,7 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from kubetrade.components.data import features_op, ingest_op, split_op, validate_op
+from kubetrade.components.evaluation import fold_op, walk_forward_op
 from kubetrade.components.images import TRAINER_IMAGE
 from kubetrade.components.model import (
     backtest_op,
@@ -141,11 +144,13 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
     def training_pipeline(
         run_config: str,
         agent_types: list = ["ppo", "sac", "td3", "dqn"],  # noqa: B006
+        folds: list = [0, 1, 2, 3, 4],  # noqa: B006
     ) -> None:
         """Args:
         run_config: the resolved RunConfig as JSON (``kubetrade compile`` embeds the
             defaults; ``kubetrade run`` passes the local config).
         agent_types: RL agents to train, one task each.
+        folds: walk-forward fold indices (``validation.cv_folds``), one task each.
         """
         ingest = ingest_op(run_config=run_config).set_display_name("ingest")
         validate = validate_op(
@@ -213,6 +218,24 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             model=train.outputs["model"],
             ensemble_evaluation=ensemble.outputs["evaluation"],
         ).set_display_name("backtest")
+        # --- walk-forward folds (issue #16): one task per fold, then the aggregate
+        with dsl.ParallelFor(items=folds, name="walk-forward-folds") as fold_index:
+            fold = fold_op(
+                run_config=run_config, fold=fold_index, ohlcv=ingest.outputs["ohlcv"],
+                bundle=split.outputs["bundle"], model=train.outputs["model"],
+                ensemble_evaluation=ensemble.outputs["evaluation"],
+            ).set_display_name("walk-forward fold")  # fmt: skip
+        walk_forward = platform(
+            walk_forward_op(
+                run_config=run_config, folds=dsl.Collected(fold.outputs["result"]),
+                tuning=tune.outputs["tuning"], model=train.outputs["model"],
+                ensemble_evaluation=ensemble.outputs["evaluation"],
+                backtest_report=backtest.outputs["report"], backtest=backtest.outputs["results"],
+                data_docs=validate.outputs["data_docs"],
+            ).after(export).set_display_name("walk-forward (folds, significance)"),
+            "walk_forward", mlflow=True,
+        )  # fmt: skip
+        # --- end walk-forward
         summary_op(
             run_config=run_config,
             tuning=tune.outputs["tuning"],
@@ -220,6 +243,7 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             backtest=backtest.outputs["results"],
             ensemble_evaluation=ensemble.outputs["evaluation"],
             gate=evaluate.outputs["Output"],
+            walk_forward=walk_forward.outputs["results"],
         ).set_display_name("run summary")
         with dsl.If(evaluate.outputs["Output"] == "pass", name="evaluation-gate"):
             platform(

@@ -66,13 +66,24 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     # tune: trial 0 is the configured config, so the best is at least as good on validation
     tune = tasks["tune"]["metrics"]
     assert tune["tuned"] == 1
-    assert tune["best_val_sharpe_ratio"] >= tune["default_config_val_sharpe_ratio"]
+    metric = run.search_space["objective"]["metric"]
+    assert metric == "val_fold_mean_sharpe_ratio"  # selection on the fold-mean objective
+    assert tune[f"best_{metric}"] >= tune[f"default_config_{metric}"]
     best = yaml.safe_load(Path(tasks["tune"]["artifacts"]["best_config"]).read_text())
     model_dir = Path(tasks["train"]["artifacts"]["model"])
     trained_with = yaml.safe_load((model_dir / "training_config.yaml").read_text())
     assert trained_with == best  # train used the tuned config
     summary = Path(tasks["summary"]["artifacts"]["summary"]).read_text()
     assert "out-of-sample" in summary and "majority_class" in summary
+    # walk-forward: validation.cv_folds fold tasks, fold means with intervals and the DSR
+    wf = tasks["walk-forward"]["metrics"]
+    assert wf["folds"] == run.training.validation.cv_folds
+    assert wf["trials_counted"] >= 2 + 2 + 1  # tuning trials + 2 agents + the ensemble
+    for name in ("hybrid_cnn_lstm", "logistic_regression", "majority_class", "rl_ensemble",
+                 "buy_and_hold"):  # fmt: skip
+        assert wf[f"{name}_fold_mean_sharpe_ratio_low"] <= wf[f"{name}_fold_mean_sharpe_ratio"]
+        assert 0 <= wf[f"{name}_deflated_sharpe"] <= 1
+    assert "beat" in summary and "buy-and-hold with significance" in summary
     assert tasks["validate"]["metrics"]["overall_score"] == 1.0
     docs = Path(tasks["validate"]["artifacts"]["data_docs"])
     assert "<html" in docs.read_text(errors="replace").lower()

@@ -158,7 +158,9 @@ def run_local(
         with _root_logger_restored(), contextlib.redirect_stdout(tee), warnings.catch_warnings():
             # expected here: display names and our base image are no-ops locally
             warnings.filterwarnings("ignore", module=r"kfp\.local.*")
-            training_pipeline(run_config=run.to_json(), agent_types=run.agent_types())
+            training_pipeline(
+                run_config=run.to_json(), agent_types=run.agent_types(), folds=run.fold_indices()
+            )
     except Exception as exc:  # kfp raises RuntimeError for a failed task
         tee.close()
         _fail(run_dir, error_file, exc)
@@ -281,7 +283,11 @@ def compile_pipeline(path: str | Path, run: RunConfig | None = None, gpu: bool =
     compiler.Compiler().compile(
         build_pipeline(gpu_options()) if gpu else training_pipeline,
         package_path=str(path),
-        pipeline_parameters={"run_config": run.to_json(), "agent_types": run.agent_types()},
+        pipeline_parameters={
+            "run_config": run.to_json(),
+            "agent_types": run.agent_types(),
+            "folds": run.fold_indices(),
+        },
     )
     return path
 
