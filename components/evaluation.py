@@ -10,7 +10,7 @@ __all__ = ["fold_op", "walk_forward_op"]
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def fold_op(
-    run_config: str,
+    run_config: Input[Artifact],
     fold: int,
     ohlcv: Input[Dataset],
     bundle: Input[Dataset],
@@ -26,7 +26,7 @@ def fold_op(
     run_step(
         f"fold[{fold}]",
         lambda: fold_step(
-            RunConfig.from_json(run_config),
+            RunConfig.from_file(run_config.path),
             fold,
             ohlcv.path,
             bundle.path,
@@ -41,7 +41,7 @@ def fold_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def walk_forward_op(
-    run_config: str,
+    run_config: Input[Artifact],
     folds: Input[list[Artifact]],
     tuning: Input[Artifact],
     model: Input[Model],
@@ -61,7 +61,7 @@ def walk_forward_op(
     run_step(
         "walk_forward",
         lambda: walk_forward_step(
-            RunConfig.from_json(run_config),
+            RunConfig.from_file(run_config.path),
             [f.path for f in folds],
             tuning.path,
             ensemble_evaluation.path,

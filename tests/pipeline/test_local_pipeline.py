@@ -175,13 +175,20 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
     assert {"ingest-op", "validate-op", "features-op", "split-op", "tune-op", "train-op",
             "evaluate-op", "export-op", "ensemble-op", "backtest-op", "summary-op"} <= set(tasks)  # fmt: skip
     assert "tune-op" in tasks["train-op"]["dependentTasks"]
-    assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "validate-op"]
-    loops = [t for t in tasks.values() if "parameterIterator" in t]
-    assert len(loops) == 1  # the RL agents' ParallelFor
+    assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "resolve-op", "validate-op"]
+    loops = {t["taskInfo"]["name"]: t for t in tasks.values() if "parameterIterator" in t}
+    assert set(loops) == {"RL agents", "Walk-forward folds"}  # two ParallelFors
+    for loop in loops.values():  # both iterate over lists the resolve task checked
+        items = loop["parameterIterator"]["items"]["inputParameter"]
+        assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == (
+            "resolve-op"
+        )
     gates = [t for t in tasks.values() if "triggerPolicy" in t]
     assert gates and "pass" in gates[0]["triggerPolicy"]["condition"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["agent_types"]["defaultValue"] == ["ppo", "dqn"]
+    assert params["rl_agents"]["defaultValue"] == ["ppo", "dqn"]
+    assert params["symbols"]["defaultValue"] == ["AAPL", "IBM"]
+    assert "run_config" not in params
     # compiling twice gives the same bytes (CI compiles it)
     again = compile_pipeline(tmp_path / "q.yaml", run)
     assert again.read_bytes() == path.read_bytes()
@@ -212,10 +219,10 @@ def test_committed_compiled_pipeline_is_current(tmp_path, committed, flags):
         assert gpu == ("--gpu" in flags)
         if gpu:
             assert platform[step]["tolerations"][0]["key"] == "nvidia.com/gpu"
-    run_config = json.loads(
-        spec[0]["root"]["inputDefinitions"]["parameters"]["run_config"]["defaultValue"]
-    )
-    assert run_config["pipeline"]["backend"] == ("local" if "--gpu" in flags else "kubeflow")
+    form = spec[0]["root"]["inputDefinitions"]["parameters"]
+    assert form["backend"]["defaultValue"] == ("local" if "--gpu" in flags else "kubeflow")
+    # the cluster YAML defaults to the guide's full model; the local GPU one to the demo
+    assert form["model_size"]["defaultValue"] == ("demo" if "--gpu" in flags else "full")
 
 
 def test_kfp_logger_race_cannot_leak_a_handler_bound_to_the_run_tee():

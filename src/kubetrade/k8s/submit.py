@@ -196,13 +196,30 @@ def _convert(name: str, kind: str, raw: str) -> Any:
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise SubmitError(bad + f"expected {label} ({kind}): {exc.msg}") from None
+            value = _flow_list(raw) if kind == "LIST" else None
+            if value is None:
+                raise SubmitError(bad + f"expected {label} ({kind}): {exc.msg}") from None
         if not isinstance(value, want):
             raise SubmitError(bad + f"expected {label} ({kind})")
         return value
     raise SubmitError(
         f"--param {name}: the pipeline declares type {kind!r}, which submit cannot set"
     )
+
+
+def _flow_list(raw: str) -> list[Any] | None:
+    """A YAML flow list of plain words/numbers, ``[AAPL,IBM]`` (as ``kubetrade run --set``),
+    else None."""
+    if not raw.strip().startswith("["):
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return None
+    scalars = (str, int, float, bool)
+    if isinstance(value, list) and all(isinstance(v, scalars) for v in value):
+        return value
+    return None
 
 
 def parse_params(inputs: Mapping[str, Mapping[str, Any]], items: Sequence[str]) -> dict[str, Any]:

@@ -63,16 +63,29 @@ class RunConfig(StrictModel):
     def from_json(cls, text: str) -> RunConfig:
         return cls.model_validate_json(text)
 
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        """The ``run_config`` artifact the pipeline's resolve task writes."""
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
 
 def load_run_config(
     pipeline_path: str | Path | None = "config/pipeline.yaml",
     overrides: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Load pipeline.yaml and the files it points at into one :class:`RunConfig`.
 
     ``overrides`` are dotted keys into the pipeline config (``symbols``,
-    ``source.type`` ...) applied before validation.
+    ``source.type`` ...) applied before validation; ``params`` are run-form values
+    (:class:`~kubetrade.pipeline.run_form.RunParams` names, e.g. ``{"epochs": 3}``) applied
+    after it, as the pipeline's resolve task applies them.
     """
+    if params:
+        from kubetrade.pipeline.run_form import apply_run_params, params_from_run
+
+        run = load_run_config(pipeline_path, overrides)
+        return apply_run_params(run, {**params_from_run(run).model_dump(), **params})
     from kubetrade.config import apply_overrides, load_yaml_model
 
     if overrides:
