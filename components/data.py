@@ -7,8 +7,6 @@ so the same component runs under ``kfp.local.SubprocessRunner`` here and in a po
 on Kubeflow.
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
@@ -31,11 +29,9 @@ def resolve_op(
     walk_forward_folds: int,
     backend: str,
     run_config: Output[Artifact],
-) -> NamedTuple("Outputs", [("agent_types", list), ("folds", list)]):  # type: ignore[valid-type]  # noqa: UP014
+) -> list:
     """Load the config files baked into the image, apply this run's form and write the
-    resolved run config (JSON) every later step reads; lists the RL agents and folds."""
-    from collections import namedtuple
-
+    resolved run config (JSON) every later step reads; returns the walk-forward fold indices."""
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.run_form import resolve_step
 
@@ -45,9 +41,7 @@ def resolve_op(
         "rl_agents": rl_agents, "rl_timesteps": rl_timesteps, "tuning_trials": tuning_trials,
         "walk_forward_folds": walk_forward_folds, "backend": backend,
     }  # fmt: skip
-    loops = run_step("resolve", lambda: resolve_step(form, run_config.path))
-    outputs = namedtuple("Outputs", ["agent_types", "folds"])
-    return outputs(loops["agent_types"], loops["folds"])
+    return run_step("resolve", lambda: resolve_step(form, run_config.path))
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

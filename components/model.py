@@ -187,16 +187,20 @@ def summary_op(
     ensemble_evaluation: Input[Artifact],
     gate: str,
     walk_forward: Input[Artifact],
+    model: Input[Model],
     summary: Output[Markdown],
 ) -> None:
-    """Markdown run summary for the KFP UI: tuning, test metrics beside baselines, backtest."""
+    """Markdown run summary for the KFP UI: tuning, test metrics beside baselines, backtest,
+    walk-forward significance, and a link to the training's MLflow run."""
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, summary_step
+    from kubetrade.pipeline.ui import append_mlflow_link
 
+    run = RunConfig.from_file(run_config.path)
     run_step(
         "summary",
         lambda: summary_step(
-            RunConfig.from_file(run_config.path),
+            run,
             tuning.path,
             evaluation.path,
             backtest.path,
@@ -206,3 +210,4 @@ def summary_op(
             walk_forward.path,
         ),  # fmt: skip
     )
+    run_step("summary (MLflow link)", lambda: append_mlflow_link(run, model.path, summary.path))

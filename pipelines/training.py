@@ -241,7 +241,7 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             "export", mlflow=True,
         )  # fmt: skip
 
-        with dsl.ParallelFor(items=resolve.outputs["agent_types"], name="RL agents") as agent_type:
+        with dsl.ParallelFor(items=rl_agents, name="RL agents") as agent_type:
             agent = step(
                 rl_agent_op(
                     run_config=run_config,
@@ -274,7 +274,7 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
         )
         # --- walk-forward folds (issue #16): one task per fold, then the aggregate
         with dsl.ParallelFor(
-            items=resolve.outputs["folds"], name="Walk-forward folds"
+            items=resolve.outputs["Output"], name="Walk-forward folds"
         ) as fold_index:
             fold = step(
                 fold_op(
@@ -304,9 +304,10 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
                 ensemble_evaluation=ensemble.outputs["evaluation"],
                 gate=evaluate.outputs["Output"],
                 walk_forward=walk_forward.outputs["results"],
+                model=model,
             ),
-            "summary",
-        )
+            "summary", mlflow=True,
+        )  # fmt: skip
         with dsl.If(
             evaluate.outputs["Output"] == "pass", name="Evaluation gate (register if pass)"
         ):

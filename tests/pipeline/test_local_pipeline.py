@@ -178,11 +178,12 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
     assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "resolve-op", "validate-op"]
     loops = {t["taskInfo"]["name"]: t for t in tasks.values() if "parameterIterator" in t}
     assert set(loops) == {"RL agents", "Walk-forward folds"}  # two ParallelFors
-    for loop in loops.values():  # both iterate over lists the resolve task checked
-        items = loop["parameterIterator"]["items"]["inputParameter"]
-        assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == (
-            "resolve-op"
-        )
+    agents = loops["RL agents"]["parameterIterator"]["items"]["inputParameter"]
+    assert agents == "pipelinechannel--rl_agents"  # the form's list (checked by resolve first)
+    folds = loops["Walk-forward folds"]
+    items = folds["parameterIterator"]["items"]["inputParameter"]
+    source = folds["inputs"]["parameters"][items]["taskOutputParameter"]
+    assert source == {"outputParameterKey": "Output", "producerTask": "resolve-op"}
     gates = [t for t in tasks.values() if "triggerPolicy" in t]
     assert gates and "pass" in gates[0]["triggerPolicy"]["condition"]
     params = spec["root"]["inputDefinitions"]["parameters"]

@@ -100,6 +100,9 @@ def test_every_task_has_a_display_name_and_stated_caching():
     for kind, display in DISPLAY_NAMES.items():
         cached = by_name[display].get("cachingOptions", {}).get("enableCache", False)
         assert cached == (kind in CACHED_STEPS), kind
+    bad = {"rl_agents": ["ppo", "rainbow_dqn"]}  # the RL loop's items are checked by resolve
+    with pytest.raises(ConfigError, match="rainbow_dqn"):
+        resolve_step(params_from_run(load_run_config()).model_dump() | bad, "/nonexistent/x")
     assert {"ingest", "validate", "features", "split"} <= CACHED_STEPS
     assert "register" not in CACHED_STEPS and "train" not in CACHED_STEPS
     assert spec["pipelineInfo"]["description"].startswith("Trading models")
@@ -178,9 +181,10 @@ def test_resolve_step_writes_the_run_config_and_the_loop_items(tmp_path, monkeyp
     monkeypatch.setenv(BASE_CONFIG_ENV, str(tmp_path / "base.json"))
     form = params_from_run(base).model_dump() | {"rl_agents": ["sac", "dqn"], "epochs": 2}
     loops = resolve_step(form, tmp_path / "run_config")
-    assert loops == {"agent_types": ["sac", "dqn"], "folds": [0, 1, 2, 3, 4]}
+    assert loops == [0, 1, 2, 3, 4]  # the walk-forward folds' ParallelFor items
     written = json.loads((tmp_path / "run_config").read_text())
     assert written["training"]["training"]["num_epochs"] == 2
+    assert written["rl"]["rl_training"]["agent_types"] == ["sac", "dqn"]
     assert written == apply_run_params(base, form).model_dump(mode="json")
     monkeypatch.delenv(BASE_CONFIG_ENV)  # default: config/pipeline.yaml (the image's)
     assert resolve_step(form, tmp_path / "again") == loops
@@ -240,3 +244,24 @@ def test_readme_table_is_generated_from_the_compiled_spec():
         "README.md's run form table is stale: run `python scripts/param_table.py --write`"
     )
     assert "| `epochs` | integer | 100 | 6 |" in table
+
+
+def test_summary_links_the_training_mlflow_run(tmp_path):
+    from kubetrade.pipeline.ui import append_mlflow_link, mlflow_run_url
+    from kubetrade.training.tracking import MlflowTracker
+
+    run = load_run_config()
+    run.pipeline.run_root = str(tmp_path)
+    tracker = MlflowTracker(str(tmp_path), experiment_name="kubetrade")
+    run_id = tracker.start()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "train_result.json").write_text(json.dumps({"run_id": run_id}))
+    summary = tmp_path / "summary.md"
+    summary.write_text("# run\n")
+    line = append_mlflow_link(run, tmp_path / "model", summary)
+    assert run_id in line and summary.read_text().endswith(line)
+    assert "sqlite:///" in line  # a local store: the run id and where, no dead link
+    assert mlflow_run_url("http://mlflow:5000/", "3", "abc") == (
+        "http://mlflow:5000/#/experiments/3/runs/abc"
+    )
+    assert mlflow_run_url("sqlite:///x.db", "3", "abc") is None

@@ -193,15 +193,16 @@ def _convert(name: str, kind: str, raw: str) -> Any:
     if kind in ("LIST", "STRUCT"):
         want, label = (list, "a JSON list, e.g. '[1, 2]'") if kind == "LIST" else (
             dict, "a JSON object, e.g. '{\"k\": 1}'")  # fmt: skip
+        parsed: Any
         try:
-            value = json.loads(raw)
+            parsed = json.loads(raw)
         except json.JSONDecodeError as exc:
-            value = _flow_list(raw) if kind == "LIST" else None
-            if value is None:
+            parsed = _flow_list(raw) if kind == "LIST" else None
+            if parsed is None:
                 raise SubmitError(bad + f"expected {label} ({kind}): {exc.msg}") from None
-        if not isinstance(value, want):
+        if not isinstance(parsed, want):
             raise SubmitError(bad + f"expected {label} ({kind})")
-        return value
+        return parsed
     raise SubmitError(
         f"--param {name}: the pipeline declares type {kind!r}, which submit cannot set"
     )

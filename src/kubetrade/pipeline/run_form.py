@@ -254,10 +254,12 @@ def read_base_config(env: Mapping[str, str]) -> RunConfig:
     return load_run_config(path)
 
 
-def resolve_step(params: Mapping[str, Any], out_path: str | Path) -> dict[str, Any]:
+def resolve_step(params: Mapping[str, Any], out_path: str | Path) -> list[int]:
     """The pipeline's first task: base config + the run form -> ``run_config.json``.
 
-    Returns the RL agents and the walk-forward fold indices (the two ParallelFors' items).
+    Returns the walk-forward fold indices (the folds' ParallelFor items; the RL agents'
+    ParallelFor iterates over the form's ``rl_agents``, checked here first). One return value:
+    kfp.local resolves a ParallelFor over a task's single ``Output`` only.
     """
     import os
 
@@ -265,4 +267,4 @@ def resolve_step(params: Mapping[str, Any], out_path: str | Path) -> dict[str, A
 
     run = apply_run_params(read_base_config(os.environ), params)
     _write_json(run.model_dump(mode="json"), out_path)
-    return {"agent_types": run.agent_types(), "folds": run.fold_indices()}
+    return run.fold_indices()
