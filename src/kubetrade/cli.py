@@ -585,6 +585,9 @@ def submit(
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT", "")
     inputs = sm.read_pipeline_inputs(package)
     params = sm.parse_params(inputs, param or [])
+    from kubetrade.pipeline.run_form import check_submitted_form
+
+    check_submitted_form(inputs, params)  # the run form: checked as the resolve task will
     if (pipeline_name is None) != (version_name is None):
         raise sm.SubmitError("--pipeline-name and --version-name go together")
     if recurring is not None and not pipeline_name:

@@ -75,6 +75,14 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     assert trained_with == best  # train used the tuned config
     summary = Path(tasks["summary"]["artifacts"]["summary"]).read_text()
     assert "out-of-sample" in summary and "majority_class" in summary
+    mlflow_run = json.loads((model_dir / "train_result.json").read_text())["run_id"]
+    assert "**MLflow run**" in summary and mlflow_run in summary  # the training's run
+    # the resolve task gave every step exactly the config the run was started with
+    from kubetrade.pipeline.steps import RunConfig
+
+    resolved = RunConfig.from_file(tasks["resolve"]["artifacts"]["run_config"])
+    assert resolved.model_dump() == run.model_dump()
+    assert (result.run_dir / "run_config.json").is_file()
     # walk-forward: validation.cv_folds fold tasks, fold means with intervals and the DSR
     wf = tasks["walk-forward"]["metrics"]
     assert wf["folds"] == run.training.validation.cv_folds

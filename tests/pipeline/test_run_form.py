@@ -231,6 +231,11 @@ def test_submit_takes_the_same_names_as_run(capsys):
     assert "AAPL" in capsys.readouterr().out
     assert main(["submit", str(CLUSTER), "--dry-run", "--param", "run_config={}"]) == 2
     assert "no input 'run_config'" in capsys.readouterr().err
+    # values the form refuses fail here, not in the cluster's resolve task
+    for bad, message in (("model_size=huge", "model_size"), ("epochs=0", "epochs")):
+        assert main(["submit", str(CLUSTER), "--dry-run", "--param", bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_readme_table_is_generated_from_the_compiled_spec():
@@ -265,3 +270,13 @@ def test_summary_links_the_training_mlflow_run(tmp_path):
         "http://mlflow:5000/#/experiments/3/runs/abc"
     )
     assert mlflow_run_url("sqlite:///x.db", "3", "abc") is None
+
+
+def test_form_without_the_presets_file_keeps_the_config(tmp_path, monkeypatch):
+    run = load_run_config()
+    monkeypatch.chdir(tmp_path)  # a run outside the repo: no config/run_form.yaml
+    form = params_from_run(run)
+    assert form.model_size == "config"
+    assert apply_run_params(run, form).model_dump() == run.model_dump()
+    with pytest.raises(ConfigError, match="run_form.yaml"):
+        apply_run_params(run, form.model_copy(update={"model_size": "full"}))

@@ -35,6 +35,7 @@ __all__ = [
     "parse_run_params",
     "pipeline_inputs",
     "resolve_step",
+    "check_submitted_form",
 ]
 
 RUN_FORM_FILE = "config/run_form.yaml"
@@ -120,7 +121,10 @@ def params_from_run(run: RunConfig) -> RunParams:
         end_date=p.end_date or "",
         data_source=p.source.type,
         epochs=t.training.num_epochs,
-        model_size=_model_size(run, _run_form_file()["model_sizes"]),  # type: ignore[arg-type]
+        # without the presets file (a run outside the repo), nothing can match a preset
+        model_size=_model_size(run, _run_form_file()["model_sizes"])  # type: ignore[arg-type]
+        if Path(RUN_FORM_FILE).is_file()
+        else "config",
         rl_agents=run.agent_types(),
         rl_timesteps=int(rl.get("total_timesteps", RLTrainingConfig().total_timesteps)),
         tuning_trials=int(run.search_space.get("objective", {}).get("num_trials", 0))
@@ -268,3 +272,20 @@ def resolve_step(params: Mapping[str, Any], out_path: str | Path) -> list[int]:
     run = apply_run_params(read_base_config(os.environ), params)
     _write_json(run.model_dump(mode="json"), out_path)
     return run.fold_indices()
+
+
+def check_submitted_form(
+    inputs: Mapping[str, Mapping[str, Any]], params: Mapping[str, Any]
+) -> None:
+    """``kubetrade submit``: when the package's inputs are this run form, check the filled-in
+    form (its defaults + ``params``) as the resolve task will, before anything is sent.
+    Other pipelines pass unchecked (their inputs are only typed by the spec)."""
+    if set(inputs) != set(RunParams.model_fields):
+        return
+    values: dict[str, Any] = {}
+    for name, spec in inputs.items():
+        value = params.get(name, spec.get("defaultValue"))
+        if spec.get("parameterType") == "NUMBER_INTEGER" and isinstance(value, float):
+            value = int(value) if value.is_integer() else value
+        values[name] = value
+    _validated(values, "--param")
