@@ -28,7 +28,7 @@ __all__ = [
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def tune_op(
-    run_config: str,
+    run_config: Input[Artifact],
     bundle: Input[Dataset],
     tuning: Output[Artifact],
     best_config: Output[Artifact],
@@ -42,7 +42,7 @@ def tune_op(
     run_step(
         "tune",
         lambda: tune_step(
-            RunConfig.from_json(run_config), bundle.path, tuning.path, best_config.path
+            RunConfig.from_file(run_config.path), bundle.path, tuning.path, best_config.path
         ),
         metrics=metrics,
     )
@@ -50,7 +50,7 @@ def tune_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def train_op(
-    run_config: str,
+    run_config: Input[Artifact],
     bundle: Input[Dataset],
     best_config: Input[Artifact],
     model: Output[Model],
@@ -63,7 +63,7 @@ def train_op(
     run_step(
         "train",
         lambda: train_step(
-            RunConfig.from_json(run_config), bundle.path, model.path, best_config.path
+            RunConfig.from_file(run_config.path), bundle.path, model.path, best_config.path
         ),
         metrics=metrics,
     )
@@ -71,7 +71,7 @@ def train_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate_op(
-    run_config: str,
+    run_config: Input[Artifact],
     bundle: Input[Dataset],
     model: Input[Model],
     report: Output[HTML],
@@ -88,7 +88,7 @@ def evaluate_op(
     run_step(
         "evaluate",
         lambda: evaluate_step(
-            RunConfig.from_json(run_config), bundle.path, model.path, report.path, results.path
+            RunConfig.from_file(run_config.path), bundle.path, model.path, report.path, results.path
         ),
         metrics=metrics,
     )
@@ -102,7 +102,7 @@ def evaluate_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def export_op(
-    run_config: str,
+    run_config: Input[Artifact],
     bundle: Input[Dataset],
     model: Input[Model],
     exported: Output[Model],
@@ -115,7 +115,7 @@ def export_op(
     run_step(
         "export",
         lambda: export_step(
-            RunConfig.from_json(run_config), bundle.path, model.path, exported.path
+            RunConfig.from_file(run_config.path), bundle.path, model.path, exported.path
         ),
         metrics=metrics,
     )
@@ -123,7 +123,7 @@ def export_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def backtest_op(
-    run_config: str,
+    run_config: Input[Artifact],
     ohlcv: Input[Dataset],
     bundle: Input[Dataset],
     model: Input[Model],
@@ -139,7 +139,7 @@ def backtest_op(
     run_step(
         "backtest",
         lambda: backtest_step(
-            RunConfig.from_json(run_config),
+            RunConfig.from_file(run_config.path),
             ohlcv.path,
             bundle.path,
             model.path,
@@ -153,7 +153,7 @@ def backtest_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register_op(
-    run_config: str,
+    run_config: Input[Artifact],
     exported: Input[Model],
     evaluation: Input[Artifact],
     ensemble: Input[Model],
@@ -168,7 +168,7 @@ def register_op(
     run_step(
         "register",
         lambda: register_step(
-            RunConfig.from_json(run_config),
+            RunConfig.from_file(run_config.path),
             exported.path,
             evaluation.path,
             ensemble_dir=ensemble.path,
@@ -180,27 +180,34 @@ def register_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def summary_op(
-    run_config: str,
+    run_config: Input[Artifact],
     tuning: Input[Artifact],
     evaluation: Input[Artifact],
     backtest: Input[Artifact],
     ensemble_evaluation: Input[Artifact],
     gate: str,
+    walk_forward: Input[Artifact],
+    model: Input[Model],
     summary: Output[Markdown],
 ) -> None:
-    """Markdown run summary for the KFP UI: tuning, test metrics beside baselines, backtest."""
+    """Markdown run summary for the KFP UI: tuning, test metrics beside baselines, backtest,
+    walk-forward significance, and a link to the training's MLflow run."""
     from kubetrade.pipeline.component_runtime import run_step
     from kubetrade.pipeline.steps import RunConfig, summary_step
+    from kubetrade.pipeline.ui import append_mlflow_link
 
+    run = RunConfig.from_file(run_config.path)
     run_step(
         "summary",
         lambda: summary_step(
-            RunConfig.from_json(run_config),
+            run,
             tuning.path,
             evaluation.path,
             backtest.path,
             ensemble_evaluation.path,
             gate,
             summary.path,
+            walk_forward.path,
         ),  # fmt: skip
     )
+    run_step("summary (MLflow link)", lambda: append_mlflow_link(run, model.path, summary.path))

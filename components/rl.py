@@ -10,7 +10,7 @@ __all__ = ["rl_agent_op", "ensemble_op"]
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def rl_agent_op(
-    run_config: str,
+    run_config: Input[Artifact],
     agent_type: str,
     ohlcv: Input[Dataset],
     features: Input[Dataset],
@@ -25,7 +25,7 @@ def rl_agent_op(
     run_step(
         f"rl_agent[{agent_type}]",
         lambda: rl_agent_step(
-            RunConfig.from_json(run_config),
+            RunConfig.from_file(run_config.path),
             agent_type,
             ohlcv.path,
             features.path,
@@ -39,7 +39,7 @@ def rl_agent_op(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def ensemble_op(
-    run_config: str,
+    run_config: Input[Artifact],
     agents: Input[list[Model]],
     ohlcv: Input[Dataset],
     features: Input[Dataset],
@@ -55,7 +55,7 @@ def ensemble_op(
     run_step(
         "ensemble",
         lambda: ensemble_step(
-            RunConfig.from_json(run_config),
+            RunConfig.from_file(run_config.path),
             [a.path for a in agents],
             ohlcv.path,
             features.path,

@@ -1,10 +1,15 @@
 """The kubetrade training pipeline: one definition for the local runner and Kubeflow.
 
-ingest -> validate -> features (Feast) -> split -+-> tune -> train -> evaluate -> export ---+
+resolve (run form + config files) -> ingest -> validate -> features (Feast) -> split -+-> tune -> train -> evaluate -> export ---+
                                                  +-> RL agents (ParallelFor) -> ensemble ---+
-    -> backtest (test period, beside buy-and-hold) -> summary (Markdown)
+    -> backtest (test period, beside buy-and-hold)
+    -> walk-forward folds (ParallelFor) -> walk-forward (intervals, deflated Sharpe)
+    -> summary (Markdown)
     -> [If evaluation gate] register (MLflow: hybrid model + RL ensemble)
 
+The run form (the pipeline's parameters: symbols, dates, epochs, model size, RL agents ...)
+is :class:`kubetrade.pipeline.run_form.RunParams`; everything else comes from the config
+files baked into the image, resolved once by the ``resolve`` task.
 ``training_pipeline`` is the definition ``kubetrade run`` executes locally and
 ``kubetrade compile`` writes for the cluster. Its Kubernetes settings (kfp-kubernetes:
 the shared data PVC, environment from a ConfigMap, credentials from Secrets, GPU node
@@ -18,7 +23,8 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from kubetrade.components.data import features_op, ingest_op, split_op, validate_op
+from kubetrade.components.data import features_op, ingest_op, resolve_op, split_op, validate_op
+from kubetrade.components.evaluation import fold_op, walk_forward_op
 from kubetrade.components.images import TRAINER_IMAGE
 from kubetrade.components.model import (
     backtest_op,
@@ -33,6 +39,8 @@ from kubetrade.components.rl import ensemble_op, rl_agent_op
 
 __all__ = [
     "PIPELINE_NAME",
+    "DISPLAY_NAMES",
+    "CACHED_STEPS",
     "PlatformOptions",
     "build_pipeline",
     "training_pipeline",
@@ -41,6 +49,46 @@ __all__ = [
 ]
 
 PIPELINE_NAME = "kubetrade-training"
+PIPELINE_DESCRIPTION = (
+    "Trading models from daily OHLCV: quality gate (Great Expectations) -> causal features "
+    "(Feast) -> purged splits -> tuning (Optuna/Katib) -> hybrid CNN+LSTM (torchrun/"
+    "PyTorchJob) and an RL ensemble -> backtest and walk-forward folds -> MLflow "
+    "champion/challenger. The form sets what changes per run; the rest is config/*.yaml."
+)
+
+#: What the run graph shows for each task (issue #20: names a person can read).
+DISPLAY_NAMES = {
+    "resolve": "Resolve run config",
+    "ingest": "Ingest OHLCV",
+    "validate": "Validate data (Great Expectations)",
+    "features": "Features (Feast)",
+    "split": "Split train/val/test (purged)",
+    "tune": "Tune hybrid (Optuna / Katib)",
+    "train": "Train hybrid (PyTorchJob / torchrun)",
+    "evaluate": "Evaluate hybrid (test split)",
+    "export": "Export hybrid (TorchScript + ONNX)",
+    "rl_agent": "RL agent",
+    "ensemble": "RL ensemble",
+    "backtest": "Backtest vs buy-and-hold",
+    "fold": "Walk-forward fold",
+    "walk_forward": "Walk-forward summary (significance)",
+    "summary": "Run summary",
+    "register": "Register (MLflow champion/challenger)",
+}
+#: Steps whose outputs depend on their inputs alone: Kubeflow may reuse a cached result.
+#: The others never cache: they train with the cluster or log to MLflow (tune, train,
+#: evaluate, export, walk_forward, register) or read those steps' fresh outputs.
+CACHED_STEPS = frozenset({"resolve", "ingest", "validate", "features", "split"})
+
+
+def _pipeline_doc() -> str:
+    """The pipeline's docstring; kfp turns its Args into the run form's descriptions."""
+    from kubetrade.pipeline.run_form import RunParams
+
+    lines = ["The kubetrade training pipeline.", "", "Args:"]
+    for name, info in RunParams.model_fields.items():
+        lines.append(f"    {name}: {info.description}")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -122,7 +170,9 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
         else train_op
     )
 
-    def platform(task: Any, kind: str, *, volume: bool = False, mlflow: bool = False) -> Any:
+    def step(task: Any, kind: str, *, volume: bool = False, mlflow: bool = False) -> Any:
+        """Display name, caching and the Kubernetes settings of one task."""
+        task.set_display_name(DISPLAY_NAMES[kind]).set_caching_options(kind in CACHED_STEPS)
         if volume:
             kubernetes.mount_pvc(task, pvc_name=opts.pvc_name, mount_path=opts.mount_path)
             _pod_env(task)  # the steps that launch PyTorchJobs / Experiments
@@ -132,110 +182,148 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             _gpu(task, opts)
         return task
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="OHLCV -> quality gate -> causal features (Feast) -> purged splits -> "
-        "tuning (Optuna/Katib) -> hybrid CNN+LSTM (torchrun/PyTorchJob) and RL ensemble -> "
-        "backtest -> MLflow champion/challenger.",
-    )
     def training_pipeline(
-        run_config: str,
-        agent_types: list = ["ppo", "sac", "td3", "dqn"],  # noqa: B006
+        symbols: list,
+        start_date: str,
+        end_date: str,
+        data_source: str,
+        epochs: int,
+        model_size: str,
+        rl_agents: list,
+        rl_timesteps: int,
+        tuning_trials: int,
+        walk_forward_folds: int,
+        backend: str,
     ) -> None:
-        """Args:
-        run_config: the resolved RunConfig as JSON (``kubetrade compile`` embeds the
-            defaults; ``kubetrade run`` passes the local config).
-        agent_types: RL agents to train, one task each.
-        """
-        ingest = ingest_op(run_config=run_config).set_display_name("ingest")
-        validate = validate_op(
-            run_config=run_config, ohlcv=ingest.outputs["ohlcv"]
-        ).set_display_name("validate (Great Expectations)")
-        features = (
-            features_op(run_config=run_config, ohlcv=ingest.outputs["ohlcv"])
-            .after(validate)
-            .set_display_name("features (Feast)")
-        )
-        split = split_op(
-            run_config=run_config,
-            features=features.outputs["features"],
-            feast_repo=features.outputs["feast_repo"],
-        ).set_display_name("split")
-
-        tune = platform(
-            gpu_tune_op(run_config=run_config, bundle=split.outputs["bundle"]).set_display_name(
-                "tune (Optuna / Katib)"
+        resolve = step(
+            resolve_op(
+                symbols=symbols, start_date=start_date, end_date=end_date,
+                data_source=data_source, epochs=epochs, model_size=model_size,
+                rl_agents=rl_agents, rl_timesteps=rl_timesteps, tuning_trials=tuning_trials,
+                walk_forward_folds=walk_forward_folds, backend=backend,
             ),
-            "tune", volume=True, mlflow=True,
+            "resolve",
         )  # fmt: skip
-        train = platform(
-            gpu_train_op(
+        run_config = resolve.outputs["run_config"]
+        ingest = step(ingest_op(run_config=run_config), "ingest")
+        validate = step(
+            validate_op(run_config=run_config, ohlcv=ingest.outputs["ohlcv"]), "validate"
+        )
+        features = step(
+            features_op(run_config=run_config, ohlcv=ingest.outputs["ohlcv"]).after(validate),
+            "features",
+        )
+        split = step(
+            split_op(
                 run_config=run_config,
-                bundle=split.outputs["bundle"],
-                best_config=tune.outputs["best_config"],
-            ).set_display_name("train (torchrun / PyTorchJob)"),
+                features=features.outputs["features"],
+                feast_repo=features.outputs["feast_repo"],
+            ),
+            "split",
+        )
+        bundle = split.outputs["bundle"]
+        tune = step(
+            gpu_tune_op(run_config=run_config, bundle=bundle), "tune", volume=True, mlflow=True
+        )
+        train = step(
+            gpu_train_op(
+                run_config=run_config, bundle=bundle, best_config=tune.outputs["best_config"]
+            ),
             "train", volume=True, mlflow=True,
         )  # fmt: skip
-        evaluate = platform(
-            evaluate_op(
-                run_config=run_config, bundle=split.outputs["bundle"], model=train.outputs["model"]
-            ).set_display_name("evaluate"),
+        model = train.outputs["model"]
+        evaluate = step(
+            evaluate_op(run_config=run_config, bundle=bundle, model=model),
             "evaluate", mlflow=True,
         )  # fmt: skip
-        export = platform(
-            export_op(
-                run_config=run_config, bundle=split.outputs["bundle"], model=train.outputs["model"]
-            )
-            .after(evaluate)
-            .set_display_name("export (TorchScript + ONNX)"),
+        export = step(
+            export_op(run_config=run_config, bundle=bundle, model=model).after(evaluate),
             "export", mlflow=True,
         )  # fmt: skip
 
-        with dsl.ParallelFor(items=agent_types, name="rl-agents") as agent_type:
-            agent = rl_agent_op(
+        with dsl.ParallelFor(items=rl_agents, name="RL agents") as agent_type:
+            agent = step(
+                rl_agent_op(
+                    run_config=run_config,
+                    agent_type=agent_type,
+                    ohlcv=ingest.outputs["ohlcv"],
+                    features=features.outputs["features"],
+                    bundle=bundle,
+                ),
+                "rl_agent",
+            )
+        ensemble = step(
+            ensemble_op(
                 run_config=run_config,
-                agent_type=agent_type,
+                agents=dsl.Collected(agent.outputs["agent"]),
                 ohlcv=ingest.outputs["ohlcv"],
                 features=features.outputs["features"],
-                bundle=split.outputs["bundle"],
-            ).set_display_name("rl agent")
-        ensemble = ensemble_op(
-            run_config=run_config,
-            agents=dsl.Collected(agent.outputs["agent"]),
-            ohlcv=ingest.outputs["ohlcv"],
-            features=features.outputs["features"],
-            bundle=split.outputs["bundle"],
-        ).set_display_name("rl ensemble")
-        backtest = backtest_op(
-            run_config=run_config,
-            ohlcv=ingest.outputs["ohlcv"],
-            bundle=split.outputs["bundle"],
-            model=train.outputs["model"],
-            ensemble_evaluation=ensemble.outputs["evaluation"],
-        ).set_display_name("backtest")
-        summary_op(
-            run_config=run_config,
-            tuning=tune.outputs["tuning"],
-            evaluation=evaluate.outputs["results"],
-            backtest=backtest.outputs["results"],
-            ensemble_evaluation=ensemble.outputs["evaluation"],
-            gate=evaluate.outputs["Output"],
-        ).set_display_name("run summary")
-        with dsl.If(evaluate.outputs["Output"] == "pass", name="evaluation-gate"):
-            platform(
+                bundle=bundle,
+            ),
+            "ensemble",
+        )
+        backtest = step(
+            backtest_op(
+                run_config=run_config,
+                ohlcv=ingest.outputs["ohlcv"],
+                bundle=bundle,
+                model=model,
+                ensemble_evaluation=ensemble.outputs["evaluation"],
+            ),
+            "backtest",
+        )
+        # --- walk-forward folds (issue #16): one task per fold, then the aggregate
+        with dsl.ParallelFor(
+            items=resolve.outputs["Output"], name="Walk-forward folds"
+        ) as fold_index:
+            fold = step(
+                fold_op(
+                    run_config=run_config, fold=fold_index, ohlcv=ingest.outputs["ohlcv"],
+                    bundle=bundle, model=model,
+                    ensemble_evaluation=ensemble.outputs["evaluation"],
+                ),
+                "fold",
+            )  # fmt: skip
+        walk_forward = step(
+            walk_forward_op(
+                run_config=run_config, folds=dsl.Collected(fold.outputs["result"]),
+                tuning=tune.outputs["tuning"], model=model,
+                ensemble_evaluation=ensemble.outputs["evaluation"],
+                backtest_report=backtest.outputs["report"], backtest=backtest.outputs["results"],
+                data_docs=validate.outputs["data_docs"],
+            ).after(export),
+            "walk_forward", mlflow=True,
+        )  # fmt: skip
+        # --- end walk-forward
+        step(
+            summary_op(
+                run_config=run_config,
+                tuning=tune.outputs["tuning"],
+                evaluation=evaluate.outputs["results"],
+                backtest=backtest.outputs["results"],
+                ensemble_evaluation=ensemble.outputs["evaluation"],
+                gate=evaluate.outputs["Output"],
+                walk_forward=walk_forward.outputs["results"],
+                model=model,
+            ),
+            "summary", mlflow=True,
+        )  # fmt: skip
+        with dsl.If(
+            evaluate.outputs["Output"] == "pass", name="Evaluation gate (register if pass)"
+        ):
+            step(
                 register_op(
                     run_config=run_config,
                     exported=export.outputs["exported"],
                     evaluation=evaluate.outputs["results"],
                     ensemble=ensemble.outputs["ensemble"],
                     ensemble_evaluation=ensemble.outputs["evaluation"],
-                )
-                .after(backtest)
-                .set_display_name("register (MLflow champion/challenger)"),
+                ).after(backtest),
                 "register", mlflow=True,
             )  # fmt: skip
 
-    return training_pipeline
+    training_pipeline.__doc__ = _pipeline_doc()
+    return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(training_pipeline)
 
 
 def gpu_options(steps: Sequence[str] = ("train", "tune")) -> PlatformOptions:

@@ -39,6 +39,15 @@ SetOpt = Annotated[
     typer.Option("--set", help="override a pipeline config key, e.g. --set symbols=[AAPL,IBM]"),
 ]
 
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="run form value KEY=VALUE, as on the Kubeflow form and `submit --param`, e.g. "
+        "--param symbols=[AAPL,IBM] --param epochs=3 (repeatable; README: run form)",
+    ),
+]
+
 
 def _overrides(
     items: list[str] | None, flag: str = "--set", example: str = "start_date=2010-01-01"
@@ -74,14 +83,16 @@ def run(
     set_: SetOpt = None,
     run_root: Annotated[Path | None, typer.Option(help="where run folders go")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream every task log")] = False,
+    param: ParamOpt = None,
 ) -> None:
     """Run the whole pipeline locally (kfp local runner) and print a summary."""
     from rich.markup import escape
 
+    from kubetrade.pipeline.run_form import parse_run_params
     from kubetrade.pipeline.runner import run_local
     from kubetrade.pipeline.steps import load_run_config
 
-    cfg = load_run_config(config, _overrides(set_))
+    cfg = load_run_config(config, _overrides(set_), parse_run_params(param))
     if run_root is not None:  # the run folders *and* the MLflow store (<run_root>/mlflow.db)
         cfg = cfg.model_copy(
             update={"pipeline": cfg.pipeline.model_copy(update={"run_root": str(run_root)})}
@@ -268,8 +279,16 @@ def compile_(
             "default, the oldest, runs on all of them"
         ),
     ] = "2.2.0",
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="run form defaults: demo (config/pipeline.yaml, the `make run` model) or full "
+            "(the guide's model, config/run_form.yaml); default full for --backend kubeflow, "
+            "demo for local"
+        ),
+    ] = None,
 ) -> None:
-    """Compile the pipeline to KFP YAML (the config becomes the default parameter).
+    """Compile the pipeline to KFP YAML (the run form's defaults from --profile).
 
     The YAML holds the ParallelFor over RL agents, the evaluation gate and the Kubernetes
     settings (shared data PVC, MLflow env from ConfigMap/Secrets, GPU placement).
@@ -287,16 +306,19 @@ def compile_(
     from kubetrade.k8s.versions import check_kfp_version
 
     check_kfp_version(kfp_version)
+    from kubetrade.pipeline.run_form import profile_params
+
     run = load_run_config(config)
-    run.pipeline.backend = backend  # type: ignore[assignment]
-    path = _retargeted_compile(output, run, gpu, kfp_version)
+    profile = profile or ("full" if backend == "kubeflow" else "demo")
+    form = profile_params(run, profile, backend)
+    path = _retargeted_compile(output, form, gpu, kfp_version)
     out.print(
-        f"wrote {path} (backend {backend}{', GPU train/tune' if gpu else ''}, "
+        f"wrote {path} (backend {backend}{', GPU train/tune' if gpu else ''}, profile {profile}, "
         f"KFP backend {kfp_version})"
     )
 
 
-def _retargeted_compile(output: Path, run: Any, gpu: bool, kfp_version: str) -> Path:
+def _retargeted_compile(output: Path, form: Any, gpu: bool, kfp_version: str) -> Path:
     """Compile into a temporary file, keep the fields ``kfp_version`` knows, then move it."""
     import os
     import tempfile
@@ -312,7 +334,7 @@ def _retargeted_compile(output: Path, run: Any, gpu: bool, kfp_version: str) -> 
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        compile_pipeline(tmp, run, gpu=gpu)
+        compile_pipeline(tmp, gpu=gpu, params=form)
         text = tmp.read_text(encoding="utf-8")
         lines = text.splitlines(True)
         top = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
@@ -638,6 +660,9 @@ def submit(
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT", "")
     inputs = sm.read_pipeline_inputs(package)
     params = sm.parse_params(inputs, param or [])
+    from kubetrade.pipeline.run_form import check_submitted_form
+
+    check_submitted_form(inputs, params)  # the run form: checked as the resolve task will
     if (pipeline_name is None) != (version_name is None):
         raise sm.SubmitError("--pipeline-name and --version-name go together")
     if recurring is not None and not pipeline_name:

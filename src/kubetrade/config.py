@@ -134,7 +134,7 @@ class TrainingSection(StrictModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     seed: int = 42
-    monitor: Literal["val_loss", "val_sharpe_ratio"] = "val_loss"
+    monitor: Literal["val_loss", "val_sharpe_ratio", "val_fold_mean_sharpe_ratio"] = "val_loss"
     compile: bool = Field(False, description="wrap the model in torch.compile")
     max_train_windows: int | None = Field(
         None, ge=1, description="cap on training windows (most recent kept); None = all"

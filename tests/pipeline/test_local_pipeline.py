@@ -66,13 +66,32 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     # tune: trial 0 is the configured config, so the best is at least as good on validation
     tune = tasks["tune"]["metrics"]
     assert tune["tuned"] == 1
-    assert tune["best_val_sharpe_ratio"] >= tune["default_config_val_sharpe_ratio"]
+    metric = run.search_space["objective"]["metric"]
+    assert metric == "val_fold_mean_sharpe_ratio"  # selection on the fold-mean objective
+    assert tune[f"best_{metric}"] >= tune[f"default_config_{metric}"]
     best = yaml.safe_load(Path(tasks["tune"]["artifacts"]["best_config"]).read_text())
     model_dir = Path(tasks["train"]["artifacts"]["model"])
     trained_with = yaml.safe_load((model_dir / "training_config.yaml").read_text())
     assert trained_with == best  # train used the tuned config
     summary = Path(tasks["summary"]["artifacts"]["summary"]).read_text()
     assert "out-of-sample" in summary and "majority_class" in summary
+    mlflow_run = json.loads((model_dir / "train_result.json").read_text())["run_id"]
+    assert "**MLflow run**" in summary and mlflow_run in summary  # the training's run
+    # the resolve task gave every step exactly the config the run was started with
+    from kubetrade.pipeline.steps import RunConfig
+
+    resolved = RunConfig.from_file(tasks["resolve"]["artifacts"]["run_config"])
+    assert resolved.model_dump() == run.model_dump()
+    assert (result.run_dir / "run_config.json").is_file()
+    # walk-forward: validation.cv_folds fold tasks, fold means with intervals and the DSR
+    wf = tasks["walk-forward"]["metrics"]
+    assert wf["folds"] == run.training.validation.cv_folds
+    assert wf["trials_counted"] >= 2 + 2 + 1  # tuning trials + 2 agents + the ensemble
+    for name in ("hybrid_cnn_lstm", "logistic_regression", "majority_class", "rl_ensemble",
+                 "buy_and_hold"):  # fmt: skip
+        assert wf[f"{name}_fold_mean_sharpe_ratio_low"] <= wf[f"{name}_fold_mean_sharpe_ratio"]
+        assert 0 <= wf[f"{name}_deflated_sharpe"] <= 1
+    assert "beat" in summary and "buy-and-hold with significance" in summary
     assert tasks["validate"]["metrics"]["overall_score"] == 1.0
     docs = Path(tasks["validate"]["artifacts"]["data_docs"])
     assert "<html" in docs.read_text(errors="replace").lower()
@@ -170,13 +189,21 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
     assert {"ingest-op", "validate-op", "features-op", "split-op", "tune-op", "train-op",
             "evaluate-op", "export-op", "ensemble-op", "backtest-op", "summary-op"} <= set(tasks)  # fmt: skip
     assert "tune-op" in tasks["train-op"]["dependentTasks"]
-    assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "validate-op"]
-    loops = [t for t in tasks.values() if "parameterIterator" in t]
-    assert len(loops) == 1  # the RL agents' ParallelFor
+    assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "resolve-op", "validate-op"]
+    loops = {t["taskInfo"]["name"]: t for t in tasks.values() if "parameterIterator" in t}
+    assert set(loops) == {"RL agents", "Walk-forward folds"}  # two ParallelFors
+    agents = loops["RL agents"]["parameterIterator"]["items"]["inputParameter"]
+    assert agents == "pipelinechannel--rl_agents"  # the form's list (checked by resolve first)
+    folds = loops["Walk-forward folds"]
+    items = folds["parameterIterator"]["items"]["inputParameter"]
+    source = folds["inputs"]["parameters"][items]["taskOutputParameter"]
+    assert source == {"outputParameterKey": "Output", "producerTask": "resolve-op"}
     gates = [t for t in tasks.values() if "triggerPolicy" in t]
     assert gates and "pass" in gates[0]["triggerPolicy"]["condition"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["agent_types"]["defaultValue"] == ["ppo", "dqn"]
+    assert params["rl_agents"]["defaultValue"] == ["ppo", "dqn"]
+    assert params["symbols"]["defaultValue"] == ["AAPL", "IBM"]
+    assert "run_config" not in params
     # compiling twice gives the same bytes (CI compiles it)
     again = compile_pipeline(tmp_path / "q.yaml", run)
     assert again.read_bytes() == path.read_bytes()
@@ -207,10 +234,10 @@ def test_committed_compiled_pipeline_is_current(tmp_path, committed, flags):
         assert gpu == ("--gpu" in flags)
         if gpu:
             assert platform[step]["tolerations"][0]["key"] == "nvidia.com/gpu"
-    run_config = json.loads(
-        spec[0]["root"]["inputDefinitions"]["parameters"]["run_config"]["defaultValue"]
-    )
-    assert run_config["pipeline"]["backend"] == ("local" if "--gpu" in flags else "kubeflow")
+    form = spec[0]["root"]["inputDefinitions"]["parameters"]
+    assert form["backend"]["defaultValue"] == ("local" if "--gpu" in flags else "kubeflow")
+    # the cluster YAML defaults to the guide's full model; the local GPU one to the demo
+    assert form["model_size"]["defaultValue"] == ("demo" if "--gpu" in flags else "full")
 
 
 def test_kfp_logger_race_cannot_leak_a_handler_bound_to_the_run_tee():

@@ -137,10 +137,11 @@ def test_required_params_must_be_given_and_not_twice():
 
 def test_params_come_from_the_compiled_pipeline():
     inputs = submit_mod.read_pipeline_inputs("pipelines/compiled/kubetrade_training.yaml")
-    assert {k: v["parameterType"] for k, v in inputs.items()} == {
-        "agent_types": "LIST", "run_config": "STRING"
-    }  # fmt: skip
-    assert submit_mod.parse_params(inputs, ['agent_types=["ppo"]']) == {"agent_types": ["ppo"]}
+    assert {k: v["parameterType"] for k, v in inputs.items()}["rl_agents"] == "LIST"
+    assert "run_config" not in inputs  # the run form, no JSON blob (issue #20)
+    assert submit_mod.parse_params(inputs, ['rl_agents=["ppo"]']) == {"rl_agents": ["ppo"]}
+    # a YAML flow list, as `kubetrade run --param symbols=[AAPL,IBM]` takes it
+    assert submit_mod.parse_params(inputs, ["symbols=[AAPL,IBM]"]) == {"symbols": ["AAPL", "IBM"]}
 
 
 def test_cron_gets_kfps_seconds_field():

@@ -69,7 +69,11 @@ def test_search_space_file_is_the_guides_space_and_validates_against_training_ya
     assert spec.space["training.batch_size"].values == [16, 32, 64, 128]  # type: ignore[union-attr]
     assert spec.probe_values("model.lstm.num_layers") == [1, 2, 3, 4]
     objective = spec.objective
-    assert (objective.metric, objective.mode, objective.max_t) == ("val_sharpe_ratio", "max", 100)
+    assert (objective.metric, objective.mode, objective.max_t) == (
+        "val_fold_mean_sharpe_ratio",
+        "max",
+        100,
+    )
     assert (spec.pruner.type, spec.pruner.grace_period, spec.pruner.reduction_factor) == (
         "asha",
         10,
@@ -77,7 +81,7 @@ def test_search_space_file_is_the_guides_space_and_validates_against_training_ya
     )
     reference = spec.validate(base_config())  # every choice and both range ends build
     assert reference.training.num_epochs == 100
-    assert reference.training.monitor == "val_sharpe_ratio"
+    assert reference.training.monitor == "val_fold_mean_sharpe_ratio"
     assert TuningSpec.from_dict(spec.to_dict()).to_dict() == spec.to_dict()
 
 
@@ -93,7 +97,8 @@ def test_links_write_one_value_to_every_target_path() -> None:
     trial = spec.trial_overrides(params)
     assert trial["model.cnn.hidden_dim"] == trial["model.fusion.output_dim"] == 512
     assert trial["model.cnn.dropout"] == trial["model.lstm.dropout"] == 0.25
-    assert trial["training.num_epochs"] == 100 and trial["training.monitor"] == "val_sharpe_ratio"
+    assert trial["training.num_epochs"] == 100
+    assert trial["training.monitor"] == "val_fold_mean_sharpe_ratio"
     final = spec.final_overrides(params)
     assert "training.num_epochs" not in final  # best_config keeps training.yaml's epochs
     assert final["training.learning_rate"] == 3e-4 and final["model.lstm.num_layers"] == 3
@@ -190,7 +195,7 @@ def test_unknown_config_paths_fail_before_any_trial() -> None:
 
 def test_pipeline_overrides_objective_and_rejects_bad_calls(tmp_path: Path) -> None:
     spec = TuningSpec.from_yaml(SPACE_FILE).with_objective(num_trials=7, metric=None)
-    assert spec.objective.num_trials == 7 and spec.objective.metric == "val_sharpe_ratio"
+    assert spec.objective.num_trials == 7 and spec.objective.metric == "val_fold_mean_sharpe_ratio"
     with pytest.raises(ConfigError, match="Ray Tune"):
         AdvancedTrainingPipeline(use_ray_tune=True)
     pipeline = AdvancedTrainingPipeline(run_dir=tmp_path)
@@ -308,7 +313,7 @@ def test_katib_experiment_comes_from_the_same_search_space() -> None:
         "distribution": "logUniform",
     }
     assert katib["parameters"][2]["feasibleSpace"] == {"list": ["128", "256", "512"]}
-    assert katib["objective"]["objectiveMetricName"] == "val_sharpe_ratio"
+    assert katib["objective"]["objectiveMetricName"] == "val_fold_mean_sharpe_ratio"
     assert katib["objective"]["type"] == "maximize"
     assert (katib["maxTrialCount"], katib["parallelTrialCount"]) == (50, 4)
     assert katib["algorithm"]["algorithmName"] == "tpe"
@@ -383,7 +388,7 @@ def test_katib_run_reads_the_optimal_trial_and_writes_best_config(tmp_path: Path
             "bestTrialName": "tune-abc",
             "parameterAssignments": [{"name": k, "value": v} for k, v in assignments.items()],
             "observation": {
-                "metrics": [{"name": "val_sharpe_ratio", "latest": "1.1", "max": "1.4"}]
+                "metrics": [{"name": "val_fold_mean_sharpe_ratio", "latest": "1.1", "max": "1.4"}]
             },
         },
     }  # fmt: skip

@@ -24,7 +24,7 @@ from kubetrade.backtest.engine import EXIT_REASONS, BacktestResult
 from kubetrade.backtest.metrics import drawdown_series
 from kubetrade.errors import ConfigError
 
-__all__ = ["write_backtest_report"]
+__all__ = ["write_backtest_report", "write_walk_forward_report"]
 
 # (label, result key, format) of the metrics table, in display order.
 _TABLE = (
@@ -57,7 +57,7 @@ tr.benchmark td{color:#555;font-style:italic}img{max-width:100%}.meta{color:#666
 """
 
 
-def _format(value: float, kind: str) -> str:
+def _format(value: float | None, kind: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float) and math.isinf(value):
@@ -269,3 +269,98 @@ costs are traded notional x transaction cost; max drawdown is negative.</p>
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+def _ci_cell(ci: Mapping[str, float] | None) -> str:
+    if not ci:
+        return "—"
+    mid = ci.get("mean", ci.get("value"))
+    return f"{_format(mid, 'num')} [{_format(ci['low'], 'num')}, {_format(ci['high'], 'num')}]"
+
+
+def write_walk_forward_report(
+    aggregate: Mapping[str, object],
+    folds: list[Mapping[str, object]],
+    path: str | Path,
+    title: str = "Walk-forward evaluation",
+) -> Path:
+    """Write the walk-forward folds as one self-contained HTML file: fold means with
+    intervals beside the baselines, per-fold metrics, bootstrap intervals, the deflated Sharpe
+    ratio, and each model's cumulative return over the test period with dates on the x axis
+    (fold boundaries marked)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
+    agg: dict = dict(aggregate)
+    names = list(agg["fold_mean"])
+    rows = []
+    for name in names:
+        fm = agg["fold_mean"][name]
+        whole = agg["whole_period"][name]
+        dsr = whole.get("deflated_sharpe") or {}
+        diff = whole.get("sharpe_minus_buy_and_hold_ci")
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{_ci_cell(fm.get('sharpe_ratio'))}</td>"
+            f"<td>{_ci_cell(fm.get('accuracy'))}</td><td>{_ci_cell(whole.get('sharpe_ci'))}</td>"
+            f"<td>{_ci_cell(whole.get('accuracy_ci'))}</td><td>{_ci_cell(diff)}</td>"
+            f"<td>{_format(dsr.get('psr'), 'num')}</td><td>{_format(dsr.get('dsr'), 'num')}</td></tr>"
+        )
+    fold_rows = []
+    for f in agg["folds"]:
+        cells = "".join(
+            f"<td>{_format(f['metrics'].get(n, {}).get('sharpe_ratio'), 'num')}</td>" for n in names
+        )
+        fold_rows.append(
+            f"<tr><td>{f['fold']}</td><td>{f['test_period'][0]}..{f['test_period'][1]}</td>"
+            f"<td>..{f['train_period'][1]}</td><td>{f['n_windows']}</td>{cells}</tr>"
+        )
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.add_subplot()
+    ordered = sorted(folds, key=lambda f: f["fold"])  # type: ignore[arg-type, return-value]
+    dates = pd.to_datetime([t for f in ordered for t in f["series"]["timestamps"]])  # type: ignore[index]
+    for name in names:
+        values = [v for f in ordered for v in f["series"][name]]  # type: ignore[index]
+        r = pd.Series([np.nan if v is None else v for v in values], index=dates, dtype=float)
+        ax.plot(dates, (1 + r.fillna(0.0)).cumprod() - 1, label=name, linewidth=1.1)
+    for f in ordered[1:]:
+        ax.axvline(pd.Timestamp(f["test_period"][0]), color="0.6", linestyle=":")  # type: ignore[index]
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_xlabel("date (decision bar)")
+    ax.set_ylabel("cumulative return")
+    ax.legend(fontsize=8)
+    trained = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
+        for k, v in dict(agg.get("trained_on", {})).items()
+    )
+    pct = f"{100 * (1 - float(agg['alpha'])):g}%"
+    header = "".join(
+        f"<th>{h}</th>"
+        for h in ("model", f"fold-mean Sharpe [{pct} t-CI]", f"fold-mean accuracy [{pct} t-CI]",
+                  f"Sharpe, whole period [{pct} bootstrap]", "accuracy [bootstrap]",
+                  "Sharpe − buy-and-hold [bootstrap]", "PSR", "DSR")
+    )  # fmt: skip
+    fold_header = "".join(f"<th>{html.escape(n)} Sharpe</th>" for n in names)
+    body = (
+        f"<h1>{html.escape(title)}</h1>"
+        f"<p><b>{html.escape(str(agg['verdict']))}</b></p>"
+        f"<p class='meta'>{agg['n_folds']} folds; deflated Sharpe counts {agg['n_trials']} "
+        "configurations tried (tuning trials, RL agents, ensemble). Hybrid and baselines: "
+        "signal returns before costs; RL ensemble: after costs.</p>"
+        f"<ul>{trained}</ul>"
+        f"<h2>Fold means and intervals</h2><table><thead><tr>{header}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<h2>Per fold</h2><table><thead><tr><th>fold</th><th>test period</th>"
+        f"<th>baselines trained</th><th>windows</th>{fold_header}</tr></thead>"
+        f"<tbody>{''.join(fold_rows)}</tbody></table>"
+        f"<h2>Cumulative return over the test period</h2>{_img(fig, 'cumulative returns')}"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>",
+        encoding="utf-8",
+    )
+    return path

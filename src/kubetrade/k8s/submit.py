@@ -193,16 +193,34 @@ def _convert(name: str, kind: str, raw: str) -> Any:
     if kind in ("LIST", "STRUCT"):
         want, label = (list, "a JSON list, e.g. '[1, 2]'") if kind == "LIST" else (
             dict, "a JSON object, e.g. '{\"k\": 1}'")  # fmt: skip
+        parsed: Any
         try:
-            value = json.loads(raw)
+            parsed = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise SubmitError(bad + f"expected {label} ({kind}): {exc.msg}") from None
-        if not isinstance(value, want):
+            parsed = _flow_list(raw) if kind == "LIST" else None
+            if parsed is None:
+                raise SubmitError(bad + f"expected {label} ({kind}): {exc.msg}") from None
+        if not isinstance(parsed, want):
             raise SubmitError(bad + f"expected {label} ({kind})")
-        return value
+        return parsed
     raise SubmitError(
         f"--param {name}: the pipeline declares type {kind!r}, which submit cannot set"
     )
+
+
+def _flow_list(raw: str) -> list[Any] | None:
+    """A YAML flow list of plain words/numbers, ``[AAPL,IBM]`` (as ``kubetrade run --set``),
+    else None."""
+    if not raw.strip().startswith("["):
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return None
+    scalars = (str, int, float, bool)
+    if isinstance(value, list) and all(isinstance(v, scalars) for v in value):
+        return value
+    return None
 
 
 def parse_params(inputs: Mapping[str, Mapping[str, Any]], items: Sequence[str]) -> dict[str, Any]:

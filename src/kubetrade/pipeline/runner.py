@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from kubetrade.errors import KubetradeError
 from kubetrade.pipeline.component_runtime import ERROR_FILE_ENV
+from kubetrade.pipeline.run_form import BASE_CONFIG_ENV, RunParams, params_from_run
 from kubetrade.pipeline.steps import RunConfig
 
 __all__ = ["RunResult", "run_local", "compile_pipeline", "PipelineRunError"]
@@ -149,8 +150,11 @@ def run_local(
         ) from None
     (run_dir / "run_config.json").write_text(run.model_dump_json(indent=2), encoding="utf-8")
     (run_dir / PID_FILE).write_text(str(os.getpid()), encoding="utf-8")
+    form = params_from_run(run).model_dump()
     error_file = run_dir / ".error.json"
     os.environ[ERROR_FILE_ENV] = str(error_file)
+    # the resolve task starts from this run's config; the form (filled in from it) is a no-op
+    os.environ[BASE_CONFIG_ENV] = str((run_dir / "run_config.json").resolve())
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(run_dir),
@@ -162,7 +166,7 @@ def run_local(
         with _root_logger_restored(), contextlib.redirect_stdout(tee), warnings.catch_warnings():
             # expected here: display names and our base image are no-ops locally
             warnings.filterwarnings("ignore", module=r"kfp\.local.*")
-            training_pipeline(run_config=run.to_json(), agent_types=run.agent_types())
+            training_pipeline(**form)
     except OSError as exc:  # disk full / permissions: often the log write itself
         with contextlib.suppress(OSError):
             tee.close()
@@ -172,6 +176,7 @@ def run_local(
         _fail(run_dir, error_file, exc)
     finally:
         os.environ.pop(ERROR_FILE_ENV, None)
+        os.environ.pop(BASE_CONFIG_ENV, None)
     tee.close()
     result = RunResult(run_dir=run_dir, seconds=time.perf_counter() - start)
     result.outputs = _collect_outputs(run_dir)
@@ -297,8 +302,14 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
     raise PipelineRunError(f"step '{step}' failed: {message}") from None
 
 
-def compile_pipeline(path: str | Path, run: RunConfig | None = None, gpu: bool = False) -> Path:
-    """Compile the pipeline to KFP IR YAML with ``run``'s config as the default parameter.
+def compile_pipeline(
+    path: str | Path,
+    run: RunConfig | None = None,
+    gpu: bool = False,
+    params: RunParams | None = None,
+) -> Path:
+    """Compile the pipeline to KFP IR YAML; the run form's defaults are ``params`` (default:
+    filled in from ``run``, see :func:`~kubetrade.pipeline.run_form.profile_params`).
 
     ``gpu``: train and tune get a GPU, the GPU node selector and toleration (for
     ``backend: local`` on a GPU node pool).
@@ -309,11 +320,11 @@ def compile_pipeline(path: str | Path, run: RunConfig | None = None, gpu: bool =
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    run = run or RunConfig()
+    form = params or params_from_run(run or RunConfig())
     compiler.Compiler().compile(
         build_pipeline(gpu_options()) if gpu else training_pipeline,
         package_path=str(path),
-        pipeline_parameters={"run_config": run.to_json(), "agent_types": run.agent_types()},
+        pipeline_parameters=form.model_dump(),
     )
     return path
 

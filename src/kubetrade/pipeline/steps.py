@@ -55,20 +55,37 @@ class RunConfig(StrictModel):
         """RL agent types to train (one pipeline task each)."""
         return list(self.rl.get("rl_training", {}).get("agent_types", ["ppo", "sac", "td3", "dqn"]))
 
+    def fold_indices(self) -> list[int]:
+        """Walk-forward folds to evaluate (one pipeline task each): ``validation.cv_folds``."""
+        return list(range(self.training.validation.cv_folds))
+
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         return cls.model_validate_json(text)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        """The ``run_config`` artifact the pipeline's resolve task writes."""
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
 
 def load_run_config(
     pipeline_path: str | Path | None = "config/pipeline.yaml",
     overrides: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Load pipeline.yaml and the files it points at into one :class:`RunConfig`.
 
     ``overrides`` are dotted keys into the pipeline config (``symbols``,
-    ``source.type`` ...) applied before validation.
+    ``source.type`` ...) applied before validation; ``params`` are run-form values
+    (:class:`~kubetrade.pipeline.run_form.RunParams` names, e.g. ``{"epochs": 3}``) applied
+    after it, as the pipeline's resolve task applies them.
     """
+    if params:
+        from kubetrade.pipeline.run_form import apply_run_params, params_from_run
+
+        run = load_run_config(pipeline_path, overrides)
+        return apply_run_params(run, {**params_from_run(run).model_dump(), **params})
     from kubetrade.config import apply_overrides, load_yaml_model
 
     if overrides:
@@ -512,14 +529,32 @@ def evaluate_step(
     evaluator = ModelEvaluator(
         train_data=bundle.train, periods_per_year=252.0 / run.training.data.prediction_horizon
     )
-    val = evaluator.evaluate(model, bundle.val)
-    test = evaluator.evaluate(model, bundle.test)
+    # validation.metrics chooses what is computed, logged and reported; accuracy and
+    # sharpe_ratio are always kept (the registration gate and the summary read them)
+    wanted = list(dict.fromkeys([*run.training.validation.metrics, "accuracy", "sharpe_ratio"]))
+    val = evaluator.evaluate(model, bundle.val, metrics=wanted)
+    test = evaluator.evaluate(model, bundle.test, metrics=wanted)
+    from kubetrade.training.evaluation import interpretability_summary
+
+    explained = interpretability_summary(model, bundle.train, bundle.test, bundle.feature_names)
     tmp = atomic_path(report_path)
-    evaluator.generate_report(test, tmp, title=f"kubetrade test evaluation (run {info['run_id']})")
+    evaluator.generate_report(
+        test, tmp, title=f"kubetrade test evaluation (run {info['run_id']})",
+        interpretability=explained,
+    )  # fmt: skip
     os.replace(tmp, report_path)
     metrics = {**flat_metrics(val, "val_"), **flat_metrics(test, "test_")}
     tracker.log_metrics(metrics)
-    tracker.log_artifact(report_path, "reports")
+    # MLflow previews a file by its extension: log the report as evaluation_report.html
+    staging = Path(results_path).parent / "mlflow_reports"
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report_path, staging / "evaluation_report.html")
+    tracker.log_artifact(staging / "evaluation_report.html", "reports")
+    _write_json(
+        {k: v for k, v in explained.items() if k != "attention_png"},
+        staging / "shap_importance.json",
+    )
+    tracker.log_artifact(staging / "shap_importance.json", "reports")
     test.pop("series", None)
     _write_json(
         {"val": {k: v for k, v in val.items() if k != "series"}, "test": test}, results_path
@@ -529,6 +564,124 @@ def evaluate_step(
         for key in ("accuracy", "sharpe_ratio"):
             if key in values:
                 summary[f"test_{name}_{key}"] = values[key]
+    return summary
+
+
+# ------------------------------------------------------------ walk-forward folds
+def fold_step(
+    run: RunConfig,
+    fold_index: int,
+    ohlcv_path: str | Path,
+    bundle_path: str | Path,
+    model_dir: str | Path,
+    ensemble_eval_path: str | Path | None,
+    out_path: str | Path,
+) -> dict[str, Any]:
+    """One walk-forward fold (a ParallelFor task): the test period cut into
+    ``validation.cv_folds`` blocks; the trained hybrid and RL ensemble scored on block
+    ``fold_index``, the baselines refit on everything up to the purge gap before it
+    (:mod:`kubetrade.training.walk_forward` says who trained on what)."""
+    from kubetrade.data.splits import TimeSeriesSplitter, load_bundle
+    from kubetrade.errors import ConfigError
+    from kubetrade.training.walk_forward import evaluate_fold, walk_forward_folds
+
+    n_folds = run.training.validation.cv_folds
+    if not 0 <= int(fold_index) < n_folds:
+        raise ConfigError(f"fold {fold_index} is outside validation.cv_folds={n_folds}")
+    bundle = load_bundle(bundle_path)
+    calendar = pd.read_parquet(ohlcv_path, columns=["timestamp"])["timestamp"].unique()
+    gap = TimeSeriesSplitter.from_config(run.training).gap
+    fold = walk_forward_folds(calendar, bundle.periods["test"], n_folds, gap)[int(fold_index)]
+    model, _ = _load_trained(model_dir)
+    ensemble = _read_json(ensemble_eval_path) if ensemble_eval_path else None
+    ppy = 252.0 / run.training.data.prediction_horizon
+    result = evaluate_fold(fold, bundle, model, ppy, ensemble)
+    _write_json(result, out_path)
+    summary: dict[str, Any] = {"fold": int(fold_index), "windows": result["n_windows"]}
+    for name, values in result["metrics"].items():
+        for key in ("accuracy", "sharpe_ratio"):
+            if key in values:
+                summary[f"{name}_{key}"] = values[key]
+    return summary
+
+
+def count_trials(tuning_dir: str | Path | None, ensemble_eval: dict[str, Any] | None) -> int:
+    """Every configuration tried in a run, for the deflated Sharpe ratio: the tuning study's
+    trials (pruned and failed ones too; 1 without tuning), each RL agent, and the ensemble."""
+    n_tuning = 1
+    best = Path(tuning_dir) / "tuning" / "best_params.json" if tuning_dir else None
+    if best is not None and best.is_file():
+        study = _read_json(best).get("study") or {}
+        n_tuning = max(1, int(study.get("n_trials", 1)))
+    n_agents = len((ensemble_eval or {}).get("weights", {}))
+    return n_tuning + n_agents + (1 if n_agents else 0)
+
+
+def walk_forward_step(
+    run: RunConfig,
+    fold_paths: list[str],
+    tuning_dir: str | Path | None,
+    ensemble_eval_path: str | Path | None,
+    model_dir: str | Path | None,
+    out_path: str | Path,
+    report_path: str | Path,
+    extra_artifacts: dict[str, str | Path] | None = None,
+) -> dict[str, Any]:
+    """Aggregate the fold results: fold means with intervals, block-bootstrap intervals,
+    Sharpe difference to buy-and-hold and the deflated Sharpe ratio (counting every
+    configuration tried); write JSON + HTML and log both, with ``extra_artifacts`` (the
+    backtest's after-cost report and results, the Data Docs), to the training's MLflow run."""
+    from kubetrade.backtest.report import write_walk_forward_report
+    from kubetrade.training.walk_forward import aggregate_folds
+
+    folds = []
+    for p in fold_paths:
+        folds.append(_read_json(p))
+    ensemble = _read_json(ensemble_eval_path) if ensemble_eval_path else None
+    n_trials = count_trials(tuning_dir, ensemble)
+    agg = aggregate_folds(
+        folds,
+        n_trials,
+        252.0 / run.training.data.prediction_horizon,
+        seed=run.training.training.seed,
+    )
+    _write_json(agg, out_path)
+    tmp = atomic_path(report_path)
+    write_walk_forward_report(agg, folds, tmp)
+    os.replace(tmp, report_path)
+    summary: dict[str, Any] = {"folds": agg["n_folds"], "trials_counted": n_trials}
+    for name, stats in agg["fold_mean"].items():
+        for key in ("sharpe_ratio", "accuracy"):
+            if key in stats:
+                ci = stats[key]
+                summary[f"{name}_fold_mean_{key}"] = ci["mean"]
+                summary[f"{name}_fold_mean_{key}_low"] = ci["low"]
+                summary[f"{name}_fold_mean_{key}_high"] = ci["high"]
+        dsr = agg["whole_period"][name].get("deflated_sharpe")
+        if dsr is not None:
+            summary[f"{name}_deflated_sharpe"] = dsr["dsr"]
+    summary["beats_buy_and_hold_significantly"] = len(agg["beats_buy_and_hold"])
+    if model_dir is not None:
+        info = _read_json(Path(model_dir) / "train_result.json")
+        tracker = _tracker(run, run_id=info["run_id"])
+        tracker.start()
+        tracker.log_metrics({f"wf_{k}": v for k, v in summary.items()})
+        # MLflow previews by file extension: stage named copies in this step's own folder
+        staging = Path(out_path).parent / "mlflow_reports"
+        staging.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str | Path] = {
+            "walk_forward.html": report_path,
+            "walk_forward.json": out_path,
+        }
+        for name, path in {**files, **(extra_artifacts or {})}.items():
+            src = Path(path)
+            if src.is_file():
+                shutil.copyfile(src, staging / name)
+                tracker.log_artifact(staging / name, "reports")
+            elif src.is_dir():
+                tracker.log_artifact(src, f"reports/{name}")
+        tracker.set_tags({"walk_forward_verdict": agg["verdict"]})
+    print(f"[kubetrade] walk-forward: {agg['verdict']}", flush=True)
     return summary
 
 
@@ -764,10 +917,13 @@ def summary_step(
     ensemble_eval_path: str | Path,
     gate: str,
     out_path: str | Path,
+    walk_forward_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """A Markdown run summary (the KFP UI renders it): what was trained on which data, the
-    tuning outcome, test-split metrics beside the naive baselines, the backtest beside
-    buy-and-hold, the RL ensemble's weights, and whether the registration gate passed."""
+    tuning outcome, test-split metrics beside the naive baselines, the walk-forward fold means
+    with intervals and the deflated Sharpe ratio, one sentence on whether anything beats
+    buy-and-hold with significance, the backtest beside buy-and-hold, the RL ensemble's
+    weights, and whether the registration gate passed."""
     p = run.pipeline
     evaluation = _read_json(evaluation_path)
     test = evaluation["test"]
@@ -801,6 +957,11 @@ def summary_step(
         rows.append([name, *(values.get(k, "—") for k in metric_keys)])
     lines += ["## Hybrid CNN+LSTM, test split, beside naive baselines", ""]
     lines += _table(["model", *metric_keys], rows)
+    result: dict[str, Any] = {"gate_passed": int(gate == "pass")}
+    if walk_forward_path is not None and Path(walk_forward_path).is_file():
+        wf = _read_json(walk_forward_path)
+        lines += _walk_forward_lines(wf)
+        result["beats_buy_and_hold_significantly"] = len(wf["beats_buy_and_hold"])
     backtest = _read_json(backtest_path)
     bt_keys = ["total_return", "sharpe_ratio", "max_drawdown", "num_trades", "total_costs"]
     rows = [[name, *(m.get(k) for k in bt_keys)] for name, m in backtest.items()]
@@ -822,4 +983,41 @@ def summary_step(
     tmp = atomic_path(out_path)
     tmp.write_text("\n".join(lines), encoding="utf-8")
     os.replace(tmp, out_path)
-    return {"gate_passed": int(gate == "pass")}
+    return result
+
+
+def _ci(ci: dict[str, float] | None) -> str:
+    if not ci:
+        return "—"
+    mid = ci.get("mean", ci.get("value", float("nan")))
+    return f"{mid:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def _walk_forward_lines(wf: dict[str, Any]) -> list[str]:
+    """The summary's walk-forward section: the verdict sentence first, then the table."""
+    pct = f"{100 * (1 - float(wf['alpha'])):g}%"
+    lines = [
+        f"## Walk-forward: {wf['n_folds']} folds over the test period",
+        "",
+        f"**{wf['verdict']}**",
+        "",
+        f"Fold means with {pct} t-intervals; whole-period {pct} block-bootstrap intervals; "
+        f"the deflated Sharpe ratio counts {wf['n_trials']} configurations tried (tuning "
+        "trials, RL agents, ensemble). Hybrid and baselines are signal returns before costs, "
+        "the RL ensemble is after costs. Who trained on what: "
+        + "; ".join(f"{k}: {v}" for k, v in wf.get("trained_on", {}).items())
+        + ".",
+        "",
+    ]
+    rows = []
+    for name, fm in wf["fold_mean"].items():
+        whole = wf["whole_period"].get(name, {})
+        dsr = whole.get("deflated_sharpe") or {}
+        rows.append([
+            name, _ci(fm.get("sharpe_ratio")), _ci(fm.get("accuracy")),
+            _ci(whole.get("sharpe_ci")), _ci(whole.get("sharpe_minus_buy_and_hold_ci")),
+            dsr.get("psr", "—"), dsr.get("dsr", "—"),
+        ])  # fmt: skip
+    header = ["model", "fold-mean Sharpe", "fold-mean accuracy", "Sharpe (bootstrap)",
+              "Sharpe − buy-and-hold", "PSR", "DSR"]  # fmt: skip
+    return lines + _table(header, rows)

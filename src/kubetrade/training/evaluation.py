@@ -41,6 +41,7 @@ __all__ = [
     "calmar_ratio",
     "financial_metrics",
     "flat_metrics",
+    "interpretability_summary",
 ]
 
 ALL_METRICS = (
@@ -325,8 +326,13 @@ class ModelEvaluator:
         results: dict[str, Any],
         save_path: str | Path = "evaluation_report.html",
         title: str = "kubetrade model evaluation",
+        interpretability: dict[str, Any] | None = None,
     ) -> Path:
-        """Write a self-contained HTML report (tables plus base64 PNG plots)."""
+        """Write a self-contained HTML report (tables plus base64 PNG plots).
+
+        ``interpretability`` (from :func:`interpretability_summary`): SHAP feature importance
+        and the attention maps, shown in their own sections.
+        """
         path = Path(save_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = []
@@ -347,6 +353,18 @@ class ModelEvaluator:
             f"<h2>Confusion matrix</h2>{_img(_confusion_png(results))}"
             f"<h2>Cumulative signal returns</h2>{_img(_returns_png(results))}"
         )
+        if interpretability:
+            shap_rows = "".join(
+                f"<tr><th>{html.escape(name)}</th><td>{score:.5f}</td></tr>"
+                for name, score in interpretability["shap_importance"].items()
+            )
+            body += (
+                "<h2>SHAP feature importance</h2><p>mean |SHAP| (expected gradients) over "
+                f"{interpretability['shap_windows']} test windows, background "
+                f"{interpretability['shap_background']} training windows.</p>"
+                f"<table><tr><th>feature</th><th>mean |SHAP|</th></tr>{shap_rows}</table>"
+                f"<h2>Attention maps (last test window)</h2>{_img(interpretability['attention_png'])}"
+            )
         style = (
             "body{font-family:sans-serif;max-width:960px;margin:auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
@@ -357,6 +375,34 @@ class ModelEvaluator:
             encoding="utf-8",
         )
         return path
+
+
+def interpretability_summary(
+    model: nn.Module,
+    train: Any,
+    test: Any,
+    feature_names: Sequence[str] | None = None,
+    n_windows: int = 32,
+    n_background: int = 64,
+    nsamples: int = 32,
+) -> dict[str, Any]:
+    """SHAP feature importance (background: evenly spaced training windows) and the attention
+    maps of the last test window, for the evaluation report."""
+    from kubetrade.training.interpretability import AttentionVisualizer, SHAPExplainer
+
+    explainer = SHAPExplainer(
+        model, train, list(feature_names) if feature_names else None,
+        max_background=n_background, nsamples=nsamples,
+    )  # fmt: skip
+    importance = explainer.feature_importance(test, n_samples=n_windows)
+    visual = AttentionVisualizer(model)
+    maps = visual.attention_maps(np.asarray(test.X)[-1:])
+    return {
+        "shap_importance": importance,
+        "shap_windows": min(n_windows, len(test)),
+        "shap_background": int(len(explainer.background)),
+        "attention_png": visual._plot(maps),
+    }
 
 
 def _img(png: bytes) -> str:
@@ -396,13 +442,19 @@ def _returns_png(results: dict[str, Any]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     series = results["series"]
     fig, ax = plt.subplots(figsize=(8, 3.5))
+    dates = pd.to_datetime(series["timestamps"], errors="coerce")
     for name in ("model", "logistic_regression", "majority_class", "buy_and_hold"):
         returns = np.asarray(series[name], dtype=np.float64)
-        ax.plot(np.cumprod(1.0 + returns) - 1.0, label=name)
-    ax.set_xlabel("period")
+        ax.plot(dates, np.cumprod(1.0 + returns) - 1.0, label=name)
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_xlabel("date (decision bar)")
     ax.set_ylabel("cumulative return")
     ax.legend()
     return _figure_png(fig)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,35 @@ from torch import Tensor, nn
 from kubetrade.errors import TrainingError
 from kubetrade.models import CLASS_NAMES
 
-__all__ = ["AttentionVisualizer", "SHAPExplainer"]
+__all__ = ["AttentionVisualizer", "SHAPExplainer", "remember_training_windows"]
+
+# model -> evenly spaced training windows, recorded by the trainer: the default SHAP
+# background (a registry, not a module attribute, so state_dict and exports are unchanged)
+_TRAINING_WINDOWS: weakref.WeakKeyDictionary[nn.Module, np.ndarray] = weakref.WeakKeyDictionary()
+
+
+def remember_training_windows(model: nn.Module, X: Any, keep: int = 200) -> None:
+    """Record up to ``keep`` evenly spaced training windows of ``model`` for
+    ``SHAPExplainer(model)`` without a background (the trainer calls this)."""
+    array = np.asarray(X, dtype=np.float32)
+    if len(array) > keep:
+        array = array[np.linspace(0, len(array) - 1, keep).astype(int)]
+    _TRAINING_WINDOWS[model] = np.ascontiguousarray(array)
+
+
+def _default_background(model: nn.Module) -> np.ndarray:
+    """The training windows the trainer recorded for ``model``, else one window at the
+    training split's mean input (the normalisation buffers are fitted on training windows)."""
+    remembered = _TRAINING_WINDOWS.get(model)
+    if remembered is not None:
+        return remembered
+    mean, std = getattr(model, "input_mean", None), getattr(model, "input_std", None)
+    if mean is None or std is None or (bool((mean == 0).all()) and bool((std == 1).all())):
+        raise TrainingError(
+            "SHAPExplainer(model) without a background needs a trained model (its input "
+            "statistics come from the training windows); pass background=bundle.train"
+        )
+    return mean.detach().float().cpu().numpy()[None, None, :]
 
 
 def _windows(x: Any) -> Tensor:
@@ -128,6 +157,8 @@ class SHAPExplainer:
     Args:
         model: the hybrid model (evaluated in eval mode, on CPU).
         background: reference windows (N, L, F) or a WindowSet; 50-200 train windows suffice.
+            Default: the model's training windows (recorded by the trainer), else for a model
+            loaded from a checkpoint a window at the training split's mean input.
         feature_names: names of the last axis (defaults to ``f0..``).
         max_background: background rows kept (evenly spaced).
         nsamples: expected-gradient samples per explained window.
@@ -137,7 +168,7 @@ class SHAPExplainer:
     def __init__(
         self,
         model: nn.Module,
-        background: Any,
+        background: Any = None,
         feature_names: list[str] | None = None,
         max_background: int = 100,
         nsamples: int = 100,
@@ -145,7 +176,8 @@ class SHAPExplainer:
     ) -> None:
         import shap
 
-        data = _windows(background)
+        self._mean_window = background is None and model not in _TRAINING_WINDOWS
+        data = _windows(_default_background(model) if background is None else background)
         if len(data) > max_background:
             data = data[np.linspace(0, len(data) - 1, max_background).astype(int)]
         self.model = model.cpu().eval()
@@ -167,6 +199,12 @@ class SHAPExplainer:
             (N, L, F) for each window's predicted class, ``class_names``.
         """
         windows = _windows(x)
+        if self._mean_window and self.background.shape[1] != windows.shape[1]:
+            # the mean-input background, repeated over the explained windows' length
+            self.background = self.background[:, :1].repeat(1, windows.shape[1], 1)
+            import shap
+
+            self.explainer = shap.GradientExplainer(_Logits(self.model), self.background)
         values = self.explainer.shap_values(windows, nsamples=self.nsamples, rseed=self.seed)
         values = np.asarray(values)
         if (

@@ -47,6 +47,7 @@ from kubetrade.training.distributed import (
     DistributedContext,
     all_reduce_mean,
     broadcast_object,
+    resolve_device,
     seed_everything,
 )
 from kubetrade.training.evaluation import sharpe_ratio, signal_returns
@@ -208,7 +209,8 @@ class Trainer:
         verbose: bool = True,
     ) -> None:
         self.cfg = cfg
-        self.ctx = ctx or DistributedContext()
+        # single process: hardware.device decides (auto -> cuda when visible, else cpu)
+        self.ctx = ctx or DistributedContext(device=resolve_device(cfg.hardware.device))
         self.run_dir = Path(run_dir)
         self.verbose = verbose and self.ctx.is_main
         self.augment = augment
@@ -226,6 +228,17 @@ class Trainer:
             )
         self.device = self.ctx.device
         self.model = model.to(self.device)
+        # the guide's HybridCNNLSTM(weight_decay=, gradient_clip=) override the config's values
+        wd = getattr(model, "weight_decay", None)
+        self.weight_decay = float(tcfg.optimizer.weight_decay if wd is None else wd)
+        clip = getattr(model, "gradient_clip", None)
+        self.gradient_clip = float(tcfg.gradient_clip_norm if clip is None else clip)
+        if cfg.hardware.num_workers and self.verbose:
+            print(
+                f"[kubetrade] hardware.num_workers={cfg.hardware.num_workers} is not used: "
+                "batches are slices of in-memory tensors, there are no loader workers",
+                flush=True,
+            )
         self.monitor = tcfg.monitor
         self.monitor_mode = resolve_mode(self.monitor)
         self.stop_training = False
@@ -239,6 +252,9 @@ class Trainer:
         flat = self.x_train.reshape(-1, self.x_train.shape[-1]).double()
         self.target_scale = float(self.yr_train.double().std()) or 1.0
         model.set_normalization(flat.mean(0).float(), flat.std(0).float(), self.target_scale)
+        from kubetrade.training.interpretability import remember_training_windows
+
+        remember_training_windows(model, train.X)  # SHAPExplainer(model)'s default background
         if self.device.type == "cuda" and cfg.hardware.pin_memory:
             self.x_train = self.x_train.pin_memory()
         # index-only sampler: batches are sliced from in-memory tensors (no per-item collate)
@@ -287,9 +303,9 @@ class Trainer:
         if ocfg.type in ("adamw", "adam"):
             optimizer = torch.optim.AdamW if ocfg.type == "adamw" else torch.optim.Adam
             # fused kernel: one pass over all parameters (CPU and CUDA)
-            return optimizer(params, lr=lr, betas=ocfg.betas, weight_decay=ocfg.weight_decay,
+            return optimizer(params, lr=lr, betas=ocfg.betas, weight_decay=self.weight_decay,
                              fused=self.device.type in ("cpu", "cuda"))  # fmt: skip
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=ocfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=self.weight_decay)
 
     def _build_scheduler(self) -> Any:
         scfg = self.cfg.training.scheduler
@@ -392,9 +408,7 @@ class Trainer:
         loss, cls_loss, reg_loss = self._loss(out, y_cls, y_reg)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.cfg.training.gradient_clip_norm
-        )
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {
@@ -495,6 +509,10 @@ class Trainer:
         logs = {f"val_{k}": v / n for k, v in sums.items()}
         logs["val_accuracy"] = float((pred == y_cls_all.numpy()).mean())
         logs["val_sharpe_ratio"] = sharpe_ratio(returns)
+        # selection on less noise (issue #16): mean Sharpe over validation.cv_folds blocks
+        from kubetrade.training.walk_forward import fold_mean_sharpe
+
+        logs["val_fold_mean_sharpe_ratio"] = fold_mean_sharpe(returns, self.cfg.validation.cv_folds)
         return logs
 
     # ------------------------------------------------------------ loop
@@ -586,7 +604,7 @@ def fit(
     reseeds with ``seed + rank`` for dropout and augmentation. ``callbacks`` replaces the
     default EarlyStopping + ModelCheckpoint; ``extra_callbacks`` are added to them.
     """
-    ctx = ctx or DistributedContext()
+    ctx = ctx or DistributedContext(device=resolve_device(cfg.hardware.device))
     seed = cfg.training.seed
     seed_everything(seed)
     model = build_model(cfg, int(np.asarray(bundle.train.X).shape[-1]))

@@ -130,6 +130,44 @@ def as_tuning_bundle(bundle: Any) -> Any:
 
 
 # ---------------------------------------------------------------- pipeline
+def _check_guide_options(
+    use_distributed: bool,
+    num_gpus: int | None,
+    checkpoint_every: int | None,
+    save_best_only: bool,
+    use_wandb: bool,
+) -> None:
+    """Refuse, in one line each, the guide's options that kubetrade's tuner cannot honour."""
+    if use_distributed:
+        raise ConfigError(
+            "use_distributed=True: tuning trials are single-process (max_concurrent_trials run "
+            "side by side); train the chosen config distributed with `kubetrade train --nproc N`"
+        )
+    if num_gpus is not None:
+        if num_gpus < 0:
+            raise ConfigError(f"num_gpus must be >= 0, got {num_gpus}")
+        import torch
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if num_gpus > visible:
+            raise ConfigError(
+                f"num_gpus={num_gpus} but {visible} CUDA device(s) are visible; use num_gpus="
+                f"{visible} (0 = CPU)"
+            )
+    if checkpoint_every is not None:
+        raise ConfigError(
+            f"checkpoint_every={checkpoint_every}: trials snapshot every epoch (resumable) and "
+            "keep their best epoch's weights; leave checkpoint_every unset"
+        )
+    if not save_best_only:
+        raise ConfigError("save_best_only=False: trials keep only their best epoch's weights")
+    if use_wandb:
+        raise ConfigError(
+            "use_wandb=True: kubetrade tracks with MLflow (tracking_uri=..., "
+            "MLFLOW_TRACKING_URI); Weights & Biases is not used"
+        )
+
+
 class AdvancedTrainingPipeline:
     """Hyper-parameter optimisation over the training config (the guide's class).
 
@@ -148,6 +186,21 @@ class AdvancedTrainingPipeline:
         keep_trial_files: keep each trial's snapshot and final weights.
         katib: where Katib trials run (``backend="katib"``).
         use_ray_tune: the guide's flag; Ray is not used, so only False is accepted.
+
+    The guide's other keyword arguments, each honoured or refused with one line:
+
+    * ``use_distributed``: only False; trials are single-process (``max_concurrent_trials``
+      run side by side). Train the chosen config with ``kubetrade train --nproc N``.
+    * ``num_gpus``: ``0`` runs trials on the CPU, ``n >= 1`` on CUDA (``hardware.device:
+      cuda``, one GPU per trial); refused when fewer than ``n`` GPUs are visible.
+    * ``checkpoint_every``: only None; every trial snapshots each epoch (resumable) and
+      keeps its best epoch's weights.
+    * ``save_best_only``: only True (what the trials do).
+    * ``use_wandb``: only False; tracking is MLflow.
+    * ``log_gradients``: accepted; each epoch's gradient norm (``grad_norm``,
+      ``grad_norm_max``) is logged to the trial's MLflow run, True or False.
+    * ``log_model_graph``: True writes ``model_graph.txt`` (the best config's module tree and
+      parameter counts) to the tuning folder and the parent MLflow run.
     """
 
     def __init__(
@@ -165,7 +218,19 @@ class AdvancedTrainingPipeline:
         keep_trial_files: bool = False,
         katib: KatibOptions | None = None,
         use_ray_tune: bool = False,
+        use_distributed: bool = False,
+        num_gpus: int | None = None,
+        checkpoint_every: int | None = None,
+        save_best_only: bool = True,
+        use_wandb: bool = False,
+        log_gradients: bool = True,
+        log_model_graph: bool = False,
     ) -> None:
+        _check_guide_options(use_distributed, num_gpus, checkpoint_every, save_best_only,
+                             use_wandb)  # fmt: skip
+        self.num_gpus = num_gpus
+        self.log_gradients = log_gradients
+        self.log_model_graph = log_model_graph
         if use_ray_tune:
             raise ConfigError(
                 "use_ray_tune=True: kubetrade does not use Ray Tune; optimize_hyperparameters "
@@ -176,6 +241,8 @@ class AdvancedTrainingPipeline:
         if threads_per_trial < 1:
             raise ConfigError(f"threads_per_trial must be >= 1, got {threads_per_trial}")
         self.base_config = _read_training_dict(model_config)
+        if num_gpus is not None:
+            self.base_config.setdefault("hardware", {})["device"] = "cuda" if num_gpus else "cpu"
         self.config_overrides = dict(config_overrides or {})
         apply_overrides(self.base_config, self.config_overrides)
         self.config = build_config(self.base_config, {}, str(model_config))
@@ -248,7 +315,30 @@ class AdvancedTrainingPipeline:
         data = bundle if bundle is not None else self.bundle
         if data is None:
             raise TrainingError("no data to tune on: pass bundle=... (a DatasetBundle or .npz)")
-        return self._local(spec, as_tuning_bundle(data))
+        tuning_bundle = as_tuning_bundle(data)
+        result = self._local(spec, tuning_bundle)
+        if self.log_model_graph:
+            self._write_model_graph(result, int(tuning_bundle.train.X.shape[-1]))
+        return result
+
+    def _write_model_graph(self, result: TuningResult, n_features: int) -> Path:
+        """``model_graph.txt``: the best config's module tree and parameter counts."""
+        from kubetrade.training.trainer import build_model
+
+        model = build_model(result.config, n_features)
+        counts = sum(p.numel() for p in model.parameters())
+        path = self.tuning_dir / "model_graph.txt"
+        path.write_text(
+            f"HybridCNNLSTM, {counts:,} parameters, {n_features} input features\n\n{model}\n",
+            encoding="utf-8",
+        )
+        if result.mlflow_run_id is not None:
+            from kubetrade.training.tracking import MlflowTracker
+
+            tracker = MlflowTracker(self.run_dir, self.experiment_name, self.tracking_uri,
+                                    run_id=result.mlflow_run_id)  # fmt: skip
+            tracker.log_artifact(path)
+        return path
 
     # ------------------------------------------------------------ local
     def _local(self, spec: TuningSpec, bundle: Any) -> TuningResult:

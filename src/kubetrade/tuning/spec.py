@@ -52,10 +52,13 @@ __all__ = [
 ]
 
 #: Per-epoch validation metrics the trainer logs; the only allowed objectives (never test_*).
-EPOCH_METRICS = ("val_loss", "val_cls_loss", "val_reg_loss", "val_accuracy", "val_sharpe_ratio")
+EPOCH_METRICS = (
+    "val_loss", "val_cls_loss", "val_reg_loss", "val_accuracy", "val_sharpe_ratio",
+    "val_fold_mean_sharpe_ratio",
+)  # fmt: skip
 #: Metrics ``training.monitor`` accepts; trials monitor the objective when it is one of them.
-MONITOR_METRICS = ("val_loss", "val_sharpe_ratio")
-_MAXIMISED = ("val_accuracy", "val_sharpe_ratio")
+MONITOR_METRICS = ("val_loss", "val_sharpe_ratio", "val_fold_mean_sharpe_ratio")
+_MAXIMISED = ("val_accuracy", "val_sharpe_ratio", "val_fold_mean_sharpe_ratio")
 
 #: Default targets of the guide's bare parameter names.
 GUIDE_LINKS: dict[str, list[str]] = {

@@ -113,7 +113,7 @@ def test_stand_in_checks_runtime_parameters_against_the_spec():
 def test_upload_version_run_and_rerun_same_commit_is_no_duplicate(capsys, tag):
     with KfpApiServer(token=TOKEN, tag=tag) as api:
         args = ["--host", api.url, "--pipeline-name", "kubetrade-training", "--version-name",
-                "c0ffee1", "--param", 'agent_types=["ppo", "sac"]', "--wait",
+                "c0ffee1", "--param", 'rl_agents=["ppo", "sac"]', "--wait",
                 "--poll-interval", "0.01"]  # fmt: skip
         code, out, err = _kt(capsys, *args, "--token", TOKEN)
         assert code == 0, err
@@ -126,7 +126,7 @@ def test_upload_version_run_and_rerun_same_commit_is_no_duplicate(capsys, tag):
         assert len(uploads) == 1
         assert len(api.state.runs) == 2
         for run in api.state.runs.values():  # typed: a JSON list, not the string '["ppo", ...]'
-            assert run["runtime_config"]["parameters"] == {"agent_types": ["ppo", "sac"]}
+            assert run["runtime_config"]["parameters"] == {"rl_agents": ["ppo", "sac"]}
             assert run["pipeline_version_reference"]["pipeline_version_id"] in api.state.versions
         assert all(r["authorization"] == f"Bearer {TOKEN}" for r in api.requests
                    if not r["path"].endswith("/healthz"))  # fmt: skip
