@@ -177,11 +177,15 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
     assert "tune-op" in tasks["train-op"]["dependentTasks"]
     assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "validate-op"]
     loops = [t for t in tasks.values() if "parameterIterator" in t]
-    assert len(loops) == 1  # the RL agents' ParallelFor
+    assert len(loops) == 2  # the RL agents' and the walk-forward folds' ParallelFor
+    iterated = {t["parameterIterator"]["items"]["inputParameter"] for t in loops}
+    assert iterated == {"pipelinechannel--agent_types", "pipelinechannel--folds"}
+    assert "walk-forward-op" in tasks["summary-op"]["dependentTasks"]
     gates = [t for t in tasks.values() if "triggerPolicy" in t]
     assert gates and "pass" in gates[0]["triggerPolicy"]["condition"]
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["agent_types"]["defaultValue"] == ["ppo", "dqn"]
+    assert params["folds"]["defaultValue"] == list(range(run.training.validation.cv_folds))
     # compiling twice gives the same bytes (CI compiles it)
     again = compile_pipeline(tmp_path / "q.yaml", run)
     assert again.read_bytes() == path.read_bytes()
