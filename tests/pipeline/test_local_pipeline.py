@@ -198,6 +198,7 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
     items = folds["parameterIterator"]["items"]["inputParameter"]
     source = folds["inputs"]["parameters"][items]["taskOutputParameter"]
     assert source == {"outputParameterKey": "Output", "producerTask": "resolve-op"}
+    assert "walk-forward-op" in tasks["summary-op"]["dependentTasks"]
     gates = [t for t in tasks.values() if "triggerPolicy" in t]
     assert gates and "pass" in gates[0]["triggerPolicy"]["condition"]
     params = spec["root"]["inputDefinitions"]["parameters"]

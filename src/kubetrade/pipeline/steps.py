@@ -952,7 +952,7 @@ def summary_step(
             ]],
         )  # fmt: skip
     metric_keys = ["accuracy", "f1_score", "sharpe_ratio", "max_drawdown", "total_return"]
-    rows = [["hybrid_cnn_lstm", *(test["model"].get(k) for k in metric_keys)]]
+    rows = [["hybrid_cnn_lstm", *(test["model"].get(k, "—") for k in metric_keys)]]
     for name, values in test["baselines"].items():
         rows.append([name, *(values.get(k, "—") for k in metric_keys)])
     lines += ["## Hybrid CNN+LSTM, test split, beside naive baselines", ""]

@@ -382,9 +382,9 @@ def interpretability_summary(
     train: Any,
     test: Any,
     feature_names: Sequence[str] | None = None,
-    n_windows: int = 32,
-    n_background: int = 64,
-    nsamples: int = 32,
+    n_windows: int = 16,
+    n_background: int = 32,
+    nsamples: int = 16,
 ) -> dict[str, Any]:
     """SHAP feature importance (background: evenly spaced training windows) and the attention
     maps of the last test window, for the evaluation report."""
