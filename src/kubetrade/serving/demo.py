@@ -38,6 +38,7 @@ def register_demo_model(demo: Demo, seed: int, value: float) -> str:
     """Build, export, log and register one small model; returns its version."""
     import mlflow
     import numpy as np
+    import pandas as pd
     import torch
 
     from kubetrade.models import HybridCNNLSTM
@@ -60,22 +61,23 @@ def register_demo_model(demo: Demo, seed: int, value: float) -> str:
     exp_id = exp.experiment_id if exp else client.create_experiment(
         "serving-demo", artifact_location=(demo.root / "artifacts").as_uri())  # fmt: skip
     run = client.create_run(exp_id)
-    client.log_artifacts(run.info.run_id, str(export_dir), "export")
-    import os
+    run_id = run.info.run_id
+    # what the pipeline's evaluate step records: the results and the data range they are for
+    client.log_metric(run_id, "test_sharpe_ratio", value)
+    first, last = (
+        pd.Timestamp(t) for t in (bundle.test.timestamps.min(), bundle.test.timestamps.max())
+    )
+    period = f"{first:%Y-%m-%d}..{last:%Y-%m-%d}"
+    client.set_tag(run_id, "period_test", period)
+    client.set_tag(run_id, "symbols", ",".join(sorted(map(str, set(bundle.test.symbols)))))
+    client.log_artifacts(run_id, str(export_dir), "export")
+    from kubetrade.registry.hybrid_pyfunc import log_hybrid
 
-    # log_model reads the global URI; restore it exactly (set_tracking_uri also writes the
-    # environment variable, which would leak into later runs of this process)
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(demo.tracking_uri)
-    try:
-        with mlflow.start_run(run_id=run.info.run_id):
-            info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                            pip_requirements=["torch"])  # fmt: skip
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None resets it
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-    write_export_info(export_dir, info.model_uri, run.info.run_id, exported.files())
+    # logged like the pipeline's export step: a pyfunc over the exported files (no pickle)
+    model_uri = log_hybrid(export_dir, exported.files(), demo.tracking_uri, run_id,
+                           input_shape=tuple(bundle.test.X.shape[1:]))  # fmt: skip
+    client.set_terminated(run_id, status="FINISHED")
+    write_export_info(export_dir, model_uri, run_id, exported.files())
     promo = register_export(export_dir, value, model_name=demo.model_name,
                             tracking_uri=demo.tracking_uri)  # fmt: skip
     demo.models[promo.version] = model
