@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from _contracts import executor_configs, katib_substitute, katib_wrap_primary_container
 from typer.testing import CliRunner
 
@@ -85,6 +86,8 @@ def test_4_tune_katib_trials_get_volume_service_account_and_the_bundle(
         "image: kubetrade/base:0.1.0\npvc_name: team-data\ndata_mount_path: /mnt/data\n"
         "service_account: kubetrade-trainer\nnamespace: team-a\n"
     )
+    # the metric the configured study optimises (config/search_space.yaml)
+    objective = yaml.safe_load(Path("config/search_space.yaml").read_text())["objective"]["metric"]
     assignments = {"training.learning_rate": "0.0004", "training.batch_size": "64",
                    "hidden_dim": "256", "model.lstm.num_layers": "2", "dropout": "0.3"}  # fmt: skip
     succeeded = {
@@ -93,7 +96,7 @@ def test_4_tune_katib_trials_get_volume_service_account_and_the_bundle(
             "currentOptimalTrial": {
                 "bestTrialName": "kubetrade-tuning-x-abc",
                 "parameterAssignments": [{"name": k, "value": v} for k, v in assignments.items()],
-                "observation": {"metrics": [{"name": "val_sharpe_ratio", "latest": "1.1",
+                "observation": {"metrics": [{"name": objective, "latest": "1.1",
                                              "max": "1.3", "min": "0.1"}]},
             },
         }
