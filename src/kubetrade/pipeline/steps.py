@@ -932,7 +932,10 @@ def summary_step(
         "",
         f"- data: {', '.join(p.symbols)} ({p.source.type}), {p.start_date} .. {p.end_date}",
         f"- backend: {p.backend}; test windows: {test.get('n_windows', '?')}",
-        f"- registration gate: **{gate}** (model accuracy vs majority class on the test split)",
+        f"- evaluation gate: **{gate}** (model accuracy vs majority class on the test split); "
+        "on pass the register step applies the champion gate (beat every naive baseline, same "
+        "test period and symbols as the champion, registry.margin) and tags each version with "
+        "its reason (tag kubetrade.gate_decision; gate_reason in the register step's output)",
         "",
         "All metrics below are out-of-sample (the test period, never seen by training, tuning "
         "or ensemble weighting).",
@@ -971,7 +974,19 @@ def summary_step(
     lines += ["## Backtest, test period (next-open fills, costs, risk controls)", ""]
     lines += _table(["strategy", *bt_keys], rows)
     ens = _read_json(ensemble_eval_path)
-    lines += ["## RL ensemble (weights from validation Sharpe)", ""]
+    combination = ens.get("combination") or {}
+    chosen = combination.get("chosen") or combination.get("method")
+    lines += [f"## RL ensemble (combination: {chosen or 'weighted voting'})", ""]
+    candidates = combination.get("validation") or {}
+    if candidates:  # ensemble_method auto: every candidate scored on validation only
+        lines += [
+            "Chosen on the validation split only: "
+            + ", ".join(
+                f"{k} {v.get('sharpe_ratio', float('nan')):.3f}" for k, v in candidates.items()
+            )
+            + " (validation Sharpe).",
+            "",
+        ]
     lines += _table(
         ["agent", "weight", "validation sharpe", "test sharpe"],
         [
