@@ -306,6 +306,12 @@ def compile_(
     from kubetrade.k8s.versions import check_kfp_version
 
     check_kfp_version(kfp_version)
+    if output.exists() and not output.is_file():
+        # the compiled file replaces the target atomically: a device, FIFO or folder would be
+        # swapped for a regular file (as root, /dev/full itself)
+        raise ConfigError(
+            f"--output {output}: exists and is not a regular file; name a .yaml file path"
+        )
     from kubetrade.pipeline.run_form import profile_params
 
     run = load_run_config(config)

@@ -422,3 +422,19 @@ def test_train_hparam_with_unclosed_list_is_one_line(tmp_path, capsys):
                   "model.cnn.kernel_sizes=[3,5", "--run-dir", str(tmp_path / "run"))  # fmt: skip
     one_line(rc, err, "--hparam model.cnn.kernel_sizes=...")
     assert not (tmp_path / "run").exists()
+
+
+def test_compile_to_a_device_or_fifo_is_one_line_and_leaves_it_alone(tmp_path, capsys):
+    # `compile -o /dev/full` used to *replace the device node* with the YAML (atomic rename
+    # as root) and report success; a FIFO stands in for the device here (harmless if broken)
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    rc, err = cli(capsys, "compile", "-o", str(fifo))
+    one_line(rc, err, "not a regular file", str(fifo))
+    assert fifo.is_fifo()
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe.yaml"]  # no temp file left
+    folder = tmp_path / "out"
+    folder.mkdir()
+    rc, err = cli(capsys, "compile", "-o", str(folder))
+    one_line(rc, err, "not a regular file")
+    assert folder.is_dir() and not any(folder.iterdir())
