@@ -159,3 +159,28 @@ def test_unknown_feature_is_a_clear_error(feats, cfg):
     c.data.features = ["close", "fractal"]  # not computed in this table
     with pytest.raises(SplitError, match="'fractal' is not in the feature table"):
         prepare_datasets(feats, c)
+
+
+def test_dropped_rows_are_counted_per_split_and_symbol(feats, cfg):
+    bundle = prepare_datasets(feats, cfg, augment_train=False)
+    for name in ("train", "val", "test"):
+        per_symbol = bundle.coverage[name]
+        assert set(per_symbol) == set(feats["symbol"].unique())
+        windows = sum(c["windows"] for c in per_symbol.values())
+        assert windows == len(getattr(bundle, name))
+        for c in per_symbol.values():
+            assert 0 < c["windows"] <= c["bars"]
+    # the train split starts with the indicator warm-up and the first sequence_length bars:
+    # those rows are dropped, and counted
+    train = bundle.coverage["train"]
+    assert all(c["bars"] - c["windows"] >= cfg.data.sequence_length - 1 for c in train.values())
+
+
+def test_a_symbol_left_without_windows_in_a_split_is_an_error_naming_it(feats, cfg):
+    periods = TimeSeriesSplitter.from_config(cfg).periods(feats)
+    broken = feats.copy()
+    sym = sorted(broken["symbol"].unique())[1]
+    in_test = (broken["symbol"] == sym) & (broken["timestamp"] >= periods.test[0])
+    broken.loc[in_test, "rsi"] = np.nan  # e.g. a feed outage: every test window has a hole
+    with pytest.raises(SplitError, match=rf"\['{sym}'\].*test split"):
+        prepare_datasets(broken, cfg, augment_train=False)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -240,6 +241,8 @@ class DatasetBundle:
     feature_names: list[str] = field(default_factory=list)
     scaler: RobustScaler | None = None
     periods: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: split -> symbol -> {"bars", "windows"} (:func:`window_coverage`); not saved with the bundle
+    coverage: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -417,6 +420,16 @@ def prepare_datasets(
                 f"{getattr(periods, name)[1]:%Y-%m-%d} has no complete window of "
                 f"{d.sequence_length} bars; use a longer date range or a shorter sequence_length"
             )
+    coverage = window_coverage(frame, sets, {name: getattr(periods, name) for name in sets})
+    for name, per_symbol in coverage.items():
+        lost = sorted(sym for sym, c in per_symbol.items() if c["bars"] and not c["windows"])
+        if lost:  # a symbol silently missing from a split would skew every metric of it
+            a, b = getattr(periods, name)
+            raise SplitError(
+                f"symbol(s) {lost} have bars but no complete window in the {name} split "
+                f"{a:%Y-%m-%d}..{b:%Y-%m-%d} (missing or non-finite features there); drop them "
+                "from symbols or fix their data"
+            )
     train = sets["train"]
     if cfg.training.max_train_windows and len(train) > cfg.training.max_train_windows:
         keep = np.argsort(train.timestamps, kind="stable")[-cfg.training.max_train_windows :]
@@ -430,8 +443,30 @@ def prepare_datasets(
             train = augment(train, aug, seed=cfg.training.seed)
     return DatasetBundle(
         train=train, val=sets["val"], test=sets["test"], feature_names=cols,
-        scaler=scaler, periods=periods.as_dict(),
+        scaler=scaler, periods=periods.as_dict(), coverage=coverage,
     )  # fmt: skip
+
+
+def window_coverage(
+    frame: pd.DataFrame, sets: dict[str, WindowSet], periods: dict[str, tuple[Any, Any]]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per split and symbol: decision bars in the split's period and windows made from them.
+
+    ``bars - windows`` are the rows dropped for that split (indicator warm-up, a non-finite
+    feature inside the window, no forward label at the period's end); the split step reports
+    them, and :func:`prepare_datasets` refuses a symbol left with none."""
+    stamps = frame["timestamp"]
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for name, ws in sets.items():
+        lo, hi = periods[name]  # the split's own period bounds (same time zone as the frame)
+        in_period = frame.loc[(stamps >= lo) & (stamps <= hi), "symbol"]
+        bars = in_period.astype(str).value_counts()
+        made = pd.Series(np.asarray(ws.symbols).astype(str)).value_counts()
+        out[name] = {
+            str(sym): {"bars": int(bars.get(sym, 0)), "windows": int(made.get(sym, 0))}
+            for sym in sorted(set(bars.index) | set(made.index))
+        }
+    return out
 
 
 def make_demo_bundle(

@@ -245,6 +245,11 @@ def split_step(
     for name, (a, b) in bundle.periods.items():
         summary[f"{name}_period"] = f"{a}..{b}"
     summary["n_features"] = len(bundle.feature_names)
+    # every row that did not become a window, counted (warm-up, gaps, no forward label)
+    for name, per_symbol in bundle.coverage.items():
+        summary[f"{name}_bars_without_window"] = sum(
+            c["bars"] - c["windows"] for c in per_symbol.values()
+        )
     return summary
 
 
