@@ -6,10 +6,16 @@ rules. No cluster and no fakes: the builders' real output is checked."""
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from _k8s_checks import katib_webhook_errors, schema_errors
+from _k8s_checks import schema_errors
+
+# one port of Katib's webhook rules, shared with the contract tests (tests/contracts/_contracts.py)
+sys.path.insert(0, str(Path(__file__).parents[1] / "contracts"))
+from _contracts import katib_webhook_errors  # noqa: E402
 
 from kubetrade.k8s import (
     ALGORITHMS,
