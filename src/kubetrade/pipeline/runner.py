@@ -30,6 +30,7 @@ from kubetrade.errors import KubetradeError
 from kubetrade.pipeline.component_runtime import ERROR_FILE_ENV
 from kubetrade.pipeline.run_form import BASE_CONFIG_ENV, RunParams, params_from_run
 from kubetrade.pipeline.steps import RunConfig
+from kubetrade.process import pid_alive
 
 __all__ = ["RunResult", "run_local", "compile_pipeline", "PipelineRunError"]
 
@@ -209,16 +210,6 @@ def _root_logger_restored() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_interrupted_runs(run_root: str | Path) -> list[Path]:
     """Mark run folders whose ``kubetrade run`` was killed (no ``SUCCEEDED`` or
     ``FAILED.json``, and its process is gone) as ``INTERRUPTED.json`` and delete their task
@@ -234,7 +225,7 @@ def sweep_interrupted_runs(run_root: str | Path) -> list[Path]:
             pid = int((run_dir / PID_FILE).read_text(encoding="utf-8").strip())
         except (OSError, ValueError):
             continue
-        if _alive(pid):
+        if pid_alive(pid):
             continue  # a run in progress
         for child in run_dir.iterdir():
             if child.is_dir():

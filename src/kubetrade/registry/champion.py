@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from kubetrade.errors import RegistryError
+from kubetrade.process import pid_alive
 
 __all__ = [
     "Promotion",
@@ -315,15 +316,7 @@ def _holder_is_dead(holder: str | None) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ import yaml
 from kubetrade.config import PipelineConfig, TrainingConfig, flatten, load_training_config
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.models import HybridCNNLSTM
+from kubetrade.process import pid_alive
 from kubetrade.training.bundle import DatasetBundle, save_bundle
 from kubetrade.training.callbacks import model_from_checkpoint
 from kubetrade.training.evaluation import ModelEvaluator, flat_metrics
@@ -398,7 +399,7 @@ def run_dir_lock(run_dir: Path) -> Any:
                 pid = int(path.read_text(encoding="utf-8").strip() or "0")
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise TrainingError(
                     f"{run_dir} is in use by another kubetrade train (process {pid}); wait for "
                     "it to finish or pass another --run-dir"
@@ -421,13 +422,3 @@ def run_dir_lock(run_dir: Path) -> Any:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
