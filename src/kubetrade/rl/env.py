@@ -39,7 +39,8 @@ back, NaNs after valid bars are an error.
 
 Episodes run over the whole period, or with ``episode_length`` from a random start bar (drawn with
 the env's seeded ``np_random``). End of data or of ``episode_length`` is a truncation; equity
-falling to zero terminates. The hot path is numpy on arrays built in ``__init__``.
+falling to zero terminates. The hot path is one numba kernel (``_step_kernel``) on arrays
+built in ``__init__``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from math import sqrt
 from typing import Any
 
 import gymnasium as gym
@@ -58,6 +60,16 @@ from kubetrade.config import load_yaml_model
 from kubetrade.errors import ConfigError, DataError, DataSourceError
 from kubetrade.rl.config import BASIC_FEATURES, RewardConfig, TradingEnvConfig
 
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba ships with shap; the fallback is slow but exact
+
+    def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+        if args and callable(args[0]):
+            return args[0]
+        return lambda func: func
+
+
 __all__ = [
     "ENV_ID",
     "ActionMapper",
@@ -68,6 +80,138 @@ __all__ = [
 ENV_ID = "kubetrade/Trading-v0"
 _CLIP = 10.0
 _PORTFOLIO_COLUMNS = 2  # cash fraction, unrealised P&L (plus one weight per asset)
+
+# Layout of the env's float64 state vector (one array so the step kernel takes few arguments:
+# numba's per-call dispatch cost grows with each argument it has to type-check).
+_CASH, _EQUITY, _PEAK, _PREV_DD, _RET_SUM, _RET_SQ, _RET_COUNT = range(7)
+_SHARES = 7  # then n_assets shares, then n_assets cost bases
+# Layout of the params vector: costs, caps, the four reward weights, the action mode.
+_MODE_LONG, _MODE_SHORT, _MODE_WEIGHTS = 0.0, 1.0, 2.0
+_FAST_ACTION_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+
+
+@njit(cache=True)
+def _step_kernel(action, t, window, px, state, params, ret_buf, obs_buf, pcol):  # type: ignore[no-untyped-def]
+    """One env step, fused: action -> weights -> fills -> costs -> equity -> reward -> obs row.
+
+    A numba kernel because at a handful of assets the step is all per-call overhead (dozens of
+    ~1 us numpy calls on 4-element arrays); compiled, the whole step costs about one call.
+    The arithmetic (and its order) is that of the former numpy/Python step, so rewards match
+    the golden trajectories. ``px[t]`` holds ``open, close, open*slippage, 1/open`` per asset.
+    Returns ``ok`` = False (state untouched) when the action has NaNs, else the step's results.
+    """
+    n = px.shape[2]
+    cost, slip, max_pos, max_gross = params[0], params[1], params[2], params[3]
+    mode = params[8]
+    target = np.empty(n)
+    gross = 0.0
+    for i in range(n):  # ActionMapper.from_continuous (NaN survives the clamps, as in numpy)
+        a = float(action[i])
+        if mode == 2.0:
+            w = a
+        elif mode == 1.0:
+            w = a
+            if w < -max_pos:
+                w = -max_pos
+            elif w > max_pos:
+                w = max_pos
+            gross += abs(w)
+        else:
+            w = (a + 1.0) * 0.5
+            if w < 0.0:
+                w = 0.0
+            if w > max_pos:
+                w = max_pos
+            gross += w
+        target[i] = w
+    fills = np.empty(n)
+    weights = np.empty(n)
+    if not gross < np.inf:  # NaN slipped through
+        return (False, obs_buf[0:0].copy(), target, weights, fills,
+                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # fmt: skip
+    if mode != 2.0 and gross > max_gross:
+        f = max_gross / gross
+        for i in range(n):
+            target[i] *= f
+
+    nxt = t + 1
+    row = px[nxt]
+    # fill at the next bar's open, slipped against the trader, fee on traded notional
+    equity_open = 0.0
+    for i in range(n):
+        equity_open += state[_SHARES + i] * row[0, i]
+    equity_open += state[_CASH]
+    # cost basis behind unrealised P&L: adds at the fill price, reductions pro rata, a flip or
+    # a close restarts it
+    at_open = abs_at_open = 0.0
+    for i in range(n):
+        o, o_slip = row[0, i], row[2, i]
+        s = state[_SHARES + i]
+        d = target[i] * row[3, i] * equity_open - s
+        f = o + o_slip if d > 0.0 else (o - o_slip if d < 0.0 else o)
+        fills[i] = f
+        at_open += d * o
+        abs_at_open += d * o if d > 0.0 else -d * o
+        b = _SHARES + n + i
+        if s * d >= 0.0:
+            state[b] += d * f
+        elif (s + d) * s > 0.0:
+            state[b] *= (s + d) / s
+        else:
+            state[b] = (s + d) * f
+        state[_SHARES + i] = s + d
+    traded = abs_at_open + slip * at_open  # = sum |delta| * fill
+    fee = traded * cost
+    slippage_cost = slip * abs_at_open
+    cash = state[_CASH] - (at_open + slippage_cost + fee)  # delta @ fill = at_open + slippage
+    state[_CASH] = cash
+
+    # mark at the next bar's close; record the state the next observation shows
+    held_value = basis = 0.0
+    for i in range(n):
+        h = state[_SHARES + i] * row[1, i]
+        weights[i] = h
+        held_value += h
+        basis += state[_SHARES + n + i]
+    equity = cash + held_value
+    scale = 1.0 / equity if equity > 0.0 else 1.0
+    out = obs_buf[nxt]
+    for i in range(n):
+        w = weights[i] * scale
+        weights[i] = w
+        out[pcol + i] = min(max(w, -10.0), 10.0)  # only near ruin
+    out[pcol + n] = min(max(cash * scale, -10.0), 10.0)
+    out[pcol + n + 1] = min(max((held_value - basis) * scale, -10.0), 10.0)
+
+    # reward: see the module docstring
+    ret = equity / state[_EQUITY] - 1.0
+    size = ret_buf.shape[0]
+    count = int(state[_RET_COUNT])
+    k = count % size
+    old = ret_buf[k]
+    ret_buf[k] = ret
+    state[_RET_SUM] += ret - old
+    state[_RET_SQ] += ret * ret - old * old
+    count += 1
+    state[_RET_COUNT] = count
+    m = min(count, size)
+    sharpe = 0.0
+    if m >= 2:
+        mean = state[_RET_SUM] / m
+        var = state[_RET_SQ] / m - mean * mean
+        sharpe = mean / sqrt(var) if var > 1e-16 else 0.0
+    if equity > state[_PEAK]:
+        state[_PEAK] = equity
+    drawdown = 1.0 - equity / state[_PEAK]
+    prev_dd = state[_PREV_DD]
+    deepening = drawdown - prev_dd if drawdown > prev_dd else 0.0
+    state[_PREV_DD] = drawdown
+    turnover = traded / equity_open if equity_open > 0.0 else 0.0
+    reward = params[4] * ret - params[5] * deepening + params[6] * sharpe - params[7] * turnover
+    state[_EQUITY] = equity
+    obs = obs_buf[nxt - window + 1 : nxt + 1].copy()
+    return (True, obs, target, weights, fills,
+            equity, ret, traded, fee, slippage_cost, turnover, drawdown, reward)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -252,24 +396,31 @@ class TradingEnvironment(gym.Env):
             self.action_space: spaces.Space[Any] = spaces.Discrete(self.mapper.n_discrete)
         else:
             self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
-        self._to_weights = (
-            self.mapper.from_discrete
-            if self.config.action_type == "discrete"
-            else self.mapper.from_continuous
-        )
-        # scalars the hot path reads, hoisted out of the pydantic models
+        self._discrete = self.config.action_type == "discrete"
+        self._action_shape = (n,)
+        # everything the step kernel reads, hoisted out of the pydantic models into arrays
         reward = self.config.reward_config
-        self._cost = self.config.transaction_cost
-        self._slippage = self.config.slippage
+        if self._discrete:
+            mode = _MODE_WEIGHTS
+        else:
+            mode = _MODE_SHORT if self.config.allow_short else _MODE_LONG
+        self._params = np.array(
+            [
+                self.config.transaction_cost,
+                self.config.slippage,
+                self.config.max_position,
+                self.config.max_gross_exposure,
+                reward.scale * reward.return_weight,
+                reward.scale * reward.drawdown_penalty,
+                reward.sharpe_weight,
+                reward.transaction_penalty,
+                mode,
+            ]
+        )
         self._episode_length = self.config.episode_length
         self._window = self.config.window_size
-        self._reward_terms = (
-            reward.scale * reward.return_weight,
-            reward.scale * reward.drawdown_penalty,
-            reward.sharpe_weight,
-            reward.transaction_penalty,
-        )
-        self._ret_buf = [0.0] * reward.sharpe_window
+        self._state = np.zeros(_SHARES + 2 * n)
+        self._ret_buf = np.zeros(reward.sharpe_window)
         self._reset_portfolio(self._t0)
 
     @classmethod
@@ -379,6 +530,10 @@ class TradingEnvironment(gym.Env):
         self._open, self._close = open_, close
         self._open_slip = open_ * cfg.slippage
         self._inv_open = 1.0 / open_
+        # per bar: open, close, open*slippage, 1/open per asset, contiguous for the step kernel
+        self._px = np.ascontiguousarray(
+            np.stack([open_, close, self._open_slip, self._inv_open], axis=1)
+        )
         self._asset_returns = close / open_ - 1.0
         self._timestamps = calendar.tz_convert(None).to_numpy()
 
@@ -450,21 +605,18 @@ class TradingEnvironment(gym.Env):
 
     @property
     def equity(self) -> float:
-        return self._equity
+        return float(self._state[_EQUITY])
 
     # ------------------------------------------------------------ gym API
     def _reset_portfolio(self, t: int) -> None:
         n, p = self.n_assets, self._pcol
         self._t = t
-        self._cash = float(self.config.initial_balance)
-        self._equity = self._peak = self._cash
-        self._prev_dd = 0.0
-        self._shares = np.zeros(n)
-        self._basis = [0.0] * n
         self._steps = 0
-        self._ret_buf = [0.0] * len(self._ret_buf)
-        self._ret_sum = self._ret_sq = 0.0
-        self._ret_count = 0
+        cash = float(self.config.initial_balance)
+        state = self._state
+        state[:] = 0.0  # no shares, no basis, no returns yet
+        state[_CASH] = state[_EQUITY] = state[_PEAK] = cash
+        self._ret_buf[:] = 0.0
         rows = slice(t - self._window + 1, t + 1)
         self._obs_buf[rows, p:] = 0.0
         self._obs_buf[rows, p + n] = 1.0  # all cash
@@ -481,84 +633,32 @@ class TradingEnvironment(gym.Env):
         if length is not None:
             start = int(self.np_random.integers(self._t0, self._t_end - length + 1))
         self._reset_portfolio(start)
-        info = {"equity": self._equity, "bar": start, "timestamp": self._timestamps[start]}
+        info = {"equity": self.equity, "bar": start, "timestamp": self._timestamps[start]}
         return self._observation(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         t = self._t
         if t >= self._t_end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        target = self._to_weights(action)
-        nxt = t + 1
-        open_, close, open_slip = self._open[nxt], self._close[nxt], self._open_slip[nxt]
-        shares = self._shares
-
-        # fill at the next bar's open, slipped against the trader, fee on traded notional
-        equity_open = self._cash + float(shares @ open_)
-        delta = target * self._inv_open[nxt] * equity_open - shares
-
-        # per asset: fill price, notional and the cost basis behind unrealised P&L (adds at the
-        # fill price, reductions pro rata, a flip or a close restarts it). For a handful of
-        # assets one Python pass beats a dozen tiny numpy calls.
-        basis, fills = self._basis, []
-        at_open = abs_at_open = 0.0
-        for i, (s, d, o, o_slip) in enumerate(
-            zip(shares.tolist(), delta.tolist(), open_.tolist(), open_slip.tolist(), strict=True)
+        if self._discrete:
+            action = self.mapper.from_discrete(action)
+        elif (
+            type(action) is not np.ndarray
+            or action.shape != self._action_shape
+            or action.dtype not in _FAST_ACTION_DTYPES
         ):
-            f = o + o_slip if d > 0.0 else (o - o_slip if d < 0.0 else o)
-            fills.append(f)
-            at_open += d * o
-            abs_at_open += d * o if d > 0.0 else -d * o
-            if s * d >= 0.0:
-                basis[i] += d * f
-            elif (s + d) * s > 0.0:
-                basis[i] *= (s + d) / s
-            else:
-                basis[i] = (s + d) * f
-        slip = self._slippage
-        traded = abs_at_open + slip * at_open  # = sum |delta| * fill
-        fee = traded * self._cost
-        slippage_cost = slip * abs_at_open
-        self._cash -= at_open + slippage_cost + fee  # delta @ fill = at_open + slippage_cost
-        new_shares = shares + delta
-        self._shares = new_shares
-
-        # mark at the next bar's close; record the state the next observation shows
-        held = new_shares * close
-        held_value = sum(held.tolist())
-        equity = self._cash + held_value
-        scale = 1.0 / equity if equity > 0.0 else 1.0
-        weights = held * scale
-        row, p, n = self._obs_buf[nxt], self._pcol, self.n_assets
-        row[p : p + n] = np.minimum(np.maximum(weights, -_CLIP), _CLIP)  # only near ruin
-        row[p + n] = min(max(self._cash * scale, -_CLIP), _CLIP)
-        row[p + n + 1] = min(max((held_value - sum(basis)) * scale, -_CLIP), _CLIP)
-
-        # reward: see the module docstring
-        ret = equity / self._equity - 1.0
-        buf = self._ret_buf
-        k = self._ret_count % len(buf)
-        old = buf[k]
-        buf[k] = ret
-        self._ret_sum += ret - old
-        self._ret_sq += ret * ret - old * old
-        self._ret_count += 1
-        m = min(self._ret_count, len(buf))
-        sharpe = 0.0
-        if m >= 2:
-            mean = self._ret_sum / m
-            var = self._ret_sq / m - mean * mean
-            sharpe = mean / var**0.5 if var > 1e-16 else 0.0
-        if equity > self._peak:
-            self._peak = equity
-        drawdown = 1.0 - equity / self._peak
-        deepening = drawdown - self._prev_dd if drawdown > self._prev_dd else 0.0
-        self._prev_dd = drawdown
-        turnover = traded / equity_open if equity_open > 0.0 else 0.0
-        w_ret, w_dd, w_sharpe, w_turn = self._reward_terms
-        reward = w_ret * ret - w_dd * deepening + w_sharpe * sharpe - w_turn * turnover
-
-        self._equity = equity
+            action = np.asarray(action, dtype=np.float64).reshape(self._action_shape)
+        # all the arithmetic is in _step_kernel (fused; see its docstring)
+        (ok, obs, target, weights, fills, equity, ret, traded, fee, slippage_cost, turnover,
+         drawdown, reward) = _step_kernel(
+            action, t, self._window, self._px, self._state, self._params, self._ret_buf,
+            self._obs_buf, self._pcol,
+        )  # fmt: skip
+        if not ok:
+            raise ValueError(
+                f"action has non-finite values: {np.asarray(action, dtype=np.float64)}"
+            )
+        nxt = t + 1
         self._t = nxt
         self._steps += 1
         terminated = equity <= 0.0
@@ -574,7 +674,7 @@ class TradingEnvironment(gym.Env):
             "timestamp": self._timestamps[nxt],
             "target_weights": target,
             "weights": weights,
-            "fill_prices": np.array(fills),
+            "fill_prices": fills,
             "traded_notional": traded,
             "transaction_cost_paid": fee,
             "slippage_cost": slippage_cost,
@@ -584,12 +684,12 @@ class TradingEnvironment(gym.Env):
         }
         if self.render_mode == "human":
             self.render()
-        return self._observation(), reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, info
 
     def render(self) -> str | None:  # type: ignore[override]
         row, p, n = self._obs_buf[self._t], self._pcol, self.n_assets
         line = (
-            f"{pd.Timestamp(self._timestamps[self._t]):%Y-%m-%d} equity={self._equity:,.2f} "
+            f"{pd.Timestamp(self._timestamps[self._t]):%Y-%m-%d} equity={self.equity:,.2f} "
             f"weights={np.round(row[p : p + n], 3).tolist()} cash={row[p + n]:.3f}"
         )
         if self.render_mode == "ansi":
