@@ -49,3 +49,23 @@ def test_rows_keep_pipeline_order_and_name_agents(tmp_path: Path) -> None:
     assert f"summary: {pipe / 'summary-op' / 'summary'}" in text
     assert f"backtest {pipe / 'backtest-op' / 'report'}" in text
     assert "rl-agent sac" in text and "for-loop-1" not in text
+
+
+def test_console_shows_each_training_epoch_in_one_short_line(tmp_path: Path) -> None:
+    import io
+
+    from kubetrade.pipeline.runner import _ProgressTee
+
+    console = io.StringIO()
+    tee = _ProgressTee(tmp_path / "pipeline.log", console, verbose=False)
+    tee.write("    [kubetrade] train: started\n")
+    tee.write("    epoch=2/6 train_loss=1.04 val_loss=0.852756 val_accuracy=0.394781 "
+              "val_sharpe_ratio=1.39 val_fold_mean_sharpe_ratio=1.45735 lr=0.00093 seconds=1.5\n")  # fmt: skip
+    tee.write("    some other library chatter\n")
+    tee.close()
+    assert console.getvalue().splitlines() == [
+        "  train: started",
+        "  train: epoch 2/6 val_loss=0.852756 val_accuracy=0.394781 "
+        "val_fold_mean_sharpe_ratio=1.45735 (1.5 s)",
+    ]
+    assert "train_loss=1.04" in (tmp_path / "pipeline.log").read_text()  # the full line is logged

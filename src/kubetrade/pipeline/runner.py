@@ -86,6 +86,17 @@ def _collect_outputs(run_dir: Path) -> dict[str, Any]:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+_EPOCH_KEYS = ("val_loss", "val_accuracy", "val_fold_mean_sharpe_ratio")
+
+
+def _epoch_summary(line: str) -> str:
+    """``epoch=2/6 ... val_loss=0.85 ... seconds=1.5`` -> ``epoch 2/6 val_loss=0.85 ... (1.5 s)``."""
+    fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+    shown = " ".join(f"{k}={fields[k]}" for k in _EPOCH_KEYS if k in fields)
+    took = f" ({fields['seconds']} s)" if "seconds" in fields else ""
+    return f"epoch {fields.get('epoch', '?')} {shown}{took}".replace("  ", " ")
+
+
 class _ProgressTee(io.TextIOBase):
     """Stands in for sys.stdout during a run: everything goes to ``pipeline.log``;
     the console gets one line per task start/finish and kubetrade's own step lines
@@ -111,6 +122,8 @@ class _ProgressTee(io.TextIOBase):
             self._console.write(line + "\n")
         elif "[kubetrade]" in text:
             self._console.write("  " + text.split("[kubetrade]", 1)[1].strip() + "\n")
+        elif text.startswith("epoch="):  # the trainer's per-epoch line (Katib's StdOut format)
+            self._console.write("  train: " + _epoch_summary(text) + "\n")
         elif "Executing task" in text:
             self._console.write("▶ " + text.split("Executing task", 1)[1].strip(" '") + "\n")
         elif "finished with status" in text and "Task" in text:
