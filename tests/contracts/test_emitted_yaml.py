@@ -76,6 +76,18 @@ def test_rendered_overlays_mean_the_same_under_go_yaml(overlay: str) -> None:
     _same_under_both(profile["data"]["profile.yaml"])
 
 
+@pytest.mark.parametrize("overlay", ["serving/base", "serving/overlays/kind"])
+def test_rendered_serving_overlays_mean_the_same_under_go_yaml(overlay: str) -> None:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is needed to render the overlays")
+    text = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "manifests" / overlay)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    kinds = {o["kind"] for o in _same_under_both(text)}
+    assert "InferenceService" in kinds
+
+
 @pytest.mark.parametrize(
     "path", sorted((ROOT / "manifests").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT))
 )

@@ -155,9 +155,7 @@ def load_agent_safely(agent_type: str, path: str | Path, device: str = "cpu") ->
 
 def load_ensemble_safely(directory: str | Path, device: str = "cpu") -> Any:
     """What :meth:`EnsembleAgent.load` returns, each member through :func:`load_agent_safely`."""
-    from kubetrade.rl.config import EnsembleConfig
     from kubetrade.rl.ensemble import EnsembleAgent, Member
-    from kubetrade.rl.env import ActionMapper
 
     root = Path(directory)
     try:
@@ -173,12 +171,4 @@ def load_ensemble_safely(directory: str | Path, device: str = "cpu") -> Any:
         model = load_agent_safely(agent_type, root / file, device=device)
         members.append(Member(name=name, agent_type=agent_type, action_type=action_type,
                               model=model))  # fmt: skip
-    return EnsembleAgent(
-        members,
-        meta["validation_sharpe"],
-        ActionMapper(**meta["mapper"]),
-        method=meta["method"],
-        meta_learning=meta["meta_learning"],
-        thompson_sampling=meta["thompson_sampling"],
-        settings=EnsembleConfig.model_validate(meta["settings"]),
-    )
+    return EnsembleAgent.from_meta(meta, members)

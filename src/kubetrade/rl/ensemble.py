@@ -265,6 +265,12 @@ class EnsembleAgent:
             )
             for e in meta["members"]
         ]
+        return cls.from_meta(meta, members)
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], members: list[Member]) -> EnsembleAgent:
+        """The ensemble ``ensemble.json`` describes, over already loaded ``members`` (shared by
+        :meth:`load` and the registry's safe loader)."""
         ensemble = cls(
             members,
             meta["validation_sharpe"],
