@@ -53,28 +53,9 @@ def _overrides(
     items: list[str] | None, flag: str = "--set", example: str = "start_date=2010-01-01"
 ) -> dict[str, Any]:
     """``KEY=VALUE`` options as a dict (values parsed as YAML: numbers, lists, booleans)."""
-    import yaml
+    from kubetrade.config import parse_key_values
 
-    result: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise KubetradeError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} {example}")
-        key, value = item.split("=", 1)
-        try:
-            result[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            raise KubetradeError(
-                f"{flag} {key.strip()}=...: {problem}{where}; quote lists like "
-                f"{flag} 'symbols=[AAPL,IBM]'"
-            ) from None
-        except ValueError:
-            # YAML read a date-like value it cannot build (2020-13-01): keep the text, the
-            # config's own validation then names the key in one line
-            result[key.strip()] = value
-    return result
+    return parse_key_values(items, flag, example)
 
 
 @app.command()
@@ -824,7 +805,7 @@ def register(
     import json
     import math
 
-    from kubetrade.config import RegistryGateConfig
+    from kubetrade.config import RegistryGateConfig, split_key_value
     from kubetrade.registry import read_oos_metric, register_export
     from kubetrade.registry.champion import metric_direction
 
@@ -840,12 +821,10 @@ def register(
     defaults = RegistryGateConfig()
     tags: dict[str, str] = {}
     for item in tag or []:
-        if "=" not in item:
-            raise KubetradeError(f"--tag {item!r}: expected KEY=VALUE, e.g. --tag data_range=a..b")
-        key, value = item.split("=", 1)
-        if key.strip().startswith("kubetrade.") or key.strip().startswith(("oos_", "sha256_")):
-            raise KubetradeError(f"--tag {key.strip()!r}: that tag is set by the gate itself")
-        tags[key.strip()] = value
+        key, value = split_key_value(item, "--tag", "data_range=a..b")
+        if key.startswith(("kubetrade.", "oos_", "sha256_")):
+            raise KubetradeError(f"--tag {key!r}: that tag is set by the gate itself")
+        tags[key] = value
     force_reason = reason.strip() if force and reason else None
     if export_dir is not None and results is not None and ensemble_dir is None:
         from kubetrade.registry.hybrid import read_results, results_baselines
@@ -905,20 +884,8 @@ def redact(text: str) -> str:
 
 
 # ---------------------------------------------------------------- serve / monitor (issue #18)
-def _nested(items: list[str] | None, flag: str, example: str) -> dict[str, Any]:
-    """``--set a.b=v`` options as a nested dict (values parsed as YAML)."""
-    result: dict[str, Any] = {}
-    for key, value in _overrides(items, flag, example).items():
-        node = result
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return result
-
-
 def _merged_config(model: Any, path: Path, items: list[str] | None, example: str) -> Any:
-    from kubetrade.config import load_yaml_model, read_yaml_file
+    from kubetrade.config import load_yaml_model, nest_dotted, read_yaml_file
 
     if not path.is_file():
         raise KubetradeError(f"config file {path} does not exist")
@@ -934,7 +901,9 @@ def _merged_config(model: Any, path: Path, items: list[str] | None, example: str
                 base[key] = value
         return base
 
-    return load_yaml_model(model, data=merge(data, _nested(items, "--set", example)))
+    return load_yaml_model(
+        model, data=merge(data, nest_dotted(_overrides(items, "--set", example)))
+    )
 
 
 @app.command()

@@ -516,6 +516,45 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return data
 
 
+def split_key_value(
+    item: str, flag: str, example: str, error: type[Exception] = ConfigError
+) -> tuple[str, str]:
+    """One ``KEY=VALUE`` option as ``(key, raw value)``; ``error`` names the flag and an example."""
+    key, sep, value = str(item).partition("=")
+    if not sep or not key.strip():
+        raise error(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} {example}")
+    return key.strip(), value
+
+
+def parse_key_values(
+    items: list[str] | tuple[str, ...] | None, flag: str = "--set", example: str = "a.b=1"
+) -> dict[str, Any]:
+    """``KEY=VALUE`` options as a dict, values parsed as YAML (numbers, lists, booleans): the
+    one parser behind ``--set``, ``--param`` (local), ``--hparam`` and ``torchrun --hparam``."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, value = split_key_value(item, flag, example)
+        try:
+            result[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(
+                f"{flag} {key}=...: {problem}{where}; quote lists like {flag} 'symbols=[AAPL,IBM]'"
+            ) from None
+        except ValueError:
+            # YAML read a date-like value it cannot build (2020-13-01): keep the text, the
+            # config's own validation then names the key in one line
+            result[key] = value
+    return result
+
+
+def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}`` (a fresh dict; see :func:`apply_overrides`)."""
+    return apply_overrides({}, flat)
+
+
 def load_pipeline_config(path: str | Path | None = "config/pipeline.yaml") -> PipelineConfig:
     """Load the pipeline config (defaults when ``path`` is None)."""
     return load_yaml_model(PipelineConfig, path)

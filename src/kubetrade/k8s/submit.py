@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from kubetrade.config import split_key_value
 from kubetrade.errors import KubetradeError
 
 __all__ = [
@@ -227,10 +228,7 @@ def parse_params(inputs: Mapping[str, Mapping[str, Any]], items: Sequence[str]) 
     """``KEY=VALUE`` strings to typed values by the pipeline spec's ``parameterType``."""
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise SubmitError(f"--param {item!r}: expected KEY=VALUE")
-        key, raw = item.split("=", 1)
-        key = key.strip()
+        key, raw = split_key_value(item, "--param", "epochs=3", SubmitError)
         if key not in inputs:
             known = ", ".join(sorted(inputs)) or "none"
             raise SubmitError(f"--param {key}: the pipeline has no input {key!r} (inputs: {known})")

@@ -53,7 +53,9 @@ class RunConfig(StrictModel):
 
     def agent_types(self) -> list[str]:
         """RL agent types to train (one pipeline task each)."""
-        return list(self.rl.get("rl_training", {}).get("agent_types", ["ppo", "sac", "td3", "dqn"]))
+        from kubetrade.rl.config import DEFAULT_AGENT_TYPES
+
+        return list(self.rl.get("rl_training", {}).get("agent_types", DEFAULT_AGENT_TYPES))
 
     def fold_indices(self) -> list[int]:
         """Walk-forward folds to evaluate (one pipeline task each): ``validation.cv_folds``."""

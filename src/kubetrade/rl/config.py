@@ -298,12 +298,14 @@ class EnsembleConfig(StrictModel):
     seed: int = 0
 
 
+DEFAULT_AGENT_TYPES: tuple[str, ...] = ("ppo", "sac", "td3", "dqn")
+"""The agents a run trains when ``rl_training.yaml`` names none (the one default list)."""
+
+
 class RLTrainingConfig(StrictModel):
     """``config/rl_training.yaml``: which agents, how long, how they are combined."""
 
-    agent_types: list[str] = Field(
-        default_factory=lambda: ["ppo", "sac", "td3", "dqn"], min_length=1
-    )
+    agent_types: list[str] = Field(default_factory=lambda: list(DEFAULT_AGENT_TYPES), min_length=1)
     total_timesteps: int = Field(3000, ge=1)
     eval_freq: int = Field(1000, ge=0, description="EvalCallback on validation; 0 = off")
     n_eval_episodes: int = Field(1, ge=1)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from kubetrade.config import load_training_config
-from kubetrade.errors import ConfigError, KubetradeError
+from kubetrade.config import load_training_config, parse_key_values
+from kubetrade.errors import KubetradeError
 from kubetrade.training.bundle import ensure_readable_snapshot, load_bundle
 from kubetrade.training.callbacks import Callback
 from kubetrade.training.distributed import destroy_distributed, init_distributed
@@ -57,16 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     so calling this in-process leaves the caller's logging alone)."""
     args = parse_args(argv)
     try:
-        import yaml
-
-        overrides = {}
-        for item in args.hparam:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(
-                    f"--hparam {item!r}: expected PATH=VALUE, e.g. training.learning_rate=0.001"
-                )
-            overrides[key.strip()] = yaml.safe_load(value)
+        overrides = parse_key_values(args.hparam, "--hparam", "training.learning_rate=0.001")
         cfg = load_training_config(args.config, overrides or None)
         if args.threads:
             torch.set_num_threads(args.threads)
