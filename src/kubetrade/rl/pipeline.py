@@ -34,6 +34,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from kubetrade.config import load_yaml_model
 from kubetrade.errors import ConfigError, DataError
+from kubetrade.rl.actions import ActionMapper
 from kubetrade.rl.agents import action_type_for, load_agent, make_agent
 from kubetrade.rl.config import (
     BASIC_FEATURES,
@@ -47,7 +48,7 @@ from kubetrade.rl.ensemble import (
     buy_and_hold_metrics,
     run_episode,
 )
-from kubetrade.rl.env import ActionMapper, TradingEnvironment, basic_features
+from kubetrade.rl.env import TradingEnvironment, basic_features
 from kubetrade.rl.progress import ProgressCallback
 
 __all__ = [
