@@ -29,13 +29,12 @@ from kubetrade.rl.config import (
 )
 from kubetrade.rl.ensemble import EnsembleAgent, Member, run_episode, validation_weights
 from kubetrade.rl.env import ENV_ID, TradingEnvironment, basic_features
+from kubetrade.rl.periods import Periods, split_periods
 from kubetrade.rl.pipeline import (
     AgentResult,
-    Periods,
     RLTrainingPipeline,
     build_ensemble,
     evaluate_ensemble,
-    split_periods,
     train_single_agent,
 )
 
