@@ -1,4 +1,4 @@
-"""The windows the trainer consumes (re-exported from :mod:`kubetrade.data.splits`).
+"""The windows the trainer consumes (re-exported from :mod:`kubetrade.data.windows`).
 
 A :class:`WindowSet` is one split: ``X`` (N, L, F) float32 windows whose last bar is at
 ``timestamps[i]`` for ``symbols[i]``; ``y_cls`` (N,) int64 labels in
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 # one window format for the whole project: the split step writes it, the trainer reads it
-from kubetrade.data.splits import DatasetBundle, WindowSet, save_bundle
-from kubetrade.data.splits import load_bundle as _load_bundle
+from kubetrade.data.windows import DatasetBundle, WindowSet, save_bundle
+from kubetrade.data.windows import load_bundle as _load_bundle
 from kubetrade.errors import SplitError, TrainingError
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 
 
 def load_bundle(path: str | Path) -> DatasetBundle:
-    """:func:`kubetrade.data.splits.load_bundle`, with a truncated or foreign file (not a
+    """:func:`kubetrade.data.windows.load_bundle`, with a truncated or foreign file (not a
     zip, a missing array, a bad dtype) as one :class:`SplitError` line instead of a
     ``BadZipFile`` / ``KeyError`` traceback."""
     import zipfile
