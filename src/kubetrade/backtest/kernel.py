@@ -94,6 +94,39 @@ def _close_position(
 
 
 @njit(cache=True)
+def _exit_level(
+    side: float,
+    entry: float,
+    bar_open: float,
+    bar_high: float,
+    bar_low: float,
+    stop_loss: float,
+    take_profit: float,
+    use_stop: bool,
+    use_take: bool,
+) -> tuple[float, int]:
+    """Stop-loss or take-profit exit of a position (``side`` +1 long, -1 short) in one bar.
+
+    Returns ``(level, reason)``, ``reason`` -1 when neither is hit. A gap through a level
+    exits at the open; when both levels lie inside the bar the stop comes first.
+    """
+    stop_level = entry * (1.0 - side * stop_loss)
+    take_level = entry * (1.0 + side * take_profit)
+    adverse = bar_low if side > 0.0 else bar_high  # the bar's worst price for the position
+    favourable = bar_high if side > 0.0 else bar_low
+    # side * (price - level) <= 0: the price is at or beyond the level against the position
+    if use_stop and side * (bar_open - stop_level) <= 0.0:
+        return bar_open, REASON_STOP
+    if use_take and side * (bar_open - take_level) >= 0.0:
+        return bar_open, REASON_TAKE
+    if use_stop and side * (adverse - stop_level) <= 0.0:
+        return stop_level, REASON_STOP
+    if use_take and side * (favourable - take_level) >= 0.0:
+        return take_level, REASON_TAKE
+    return np.nan, -1
+
+
+@njit(cache=True)
 def simulate(
     open_: np.ndarray,
     high: np.ndarray,
@@ -233,35 +266,14 @@ def simulate(
             for i in range(n_assets):
                 if shares[i] == 0.0 or math.isnan(open_[t, i]):
                     continue
-                bar_open, bar_high, bar_low = open_[t, i], high[t, i], low[t, i]
-                level = np.nan
-                reason = -1
-                if shares[i] > 0.0:
-                    stop_level = entry[i] * (1.0 - stop_loss)
-                    take_level = entry[i] * (1.0 + take_profit)
-                    if use_stop and bar_open <= stop_level:
-                        level, reason = bar_open, REASON_STOP
-                    elif use_take and bar_open >= take_level:
-                        level, reason = bar_open, REASON_TAKE
-                    elif use_stop and bar_low <= stop_level:
-                        level, reason = stop_level, REASON_STOP
-                    elif use_take and bar_high >= take_level:
-                        level, reason = take_level, REASON_TAKE
-                    fill = level * (1.0 - slippage)
-                else:
-                    stop_level = entry[i] * (1.0 + stop_loss)
-                    take_level = entry[i] * (1.0 - take_profit)
-                    if use_stop and bar_open >= stop_level:
-                        level, reason = bar_open, REASON_STOP
-                    elif use_take and bar_open <= take_level:
-                        level, reason = bar_open, REASON_TAKE
-                    elif use_stop and bar_high >= stop_level:
-                        level, reason = stop_level, REASON_STOP
-                    elif use_take and bar_low <= take_level:
-                        level, reason = take_level, REASON_TAKE
-                    fill = level * (1.0 + slippage)
+                side = 1.0 if shares[i] > 0.0 else -1.0
+                level, reason = _exit_level(
+                    side, entry[i], open_[t, i], high[t, i], low[t, i], stop_loss, take_profit,
+                    use_stop, use_take,
+                )  # fmt: skip
                 if reason < 0:
                     continue
+                fill = level * (1.0 - side * slippage)
                 cash += _close_position(
                     i, t, fill, reason, cost_rate, shares, trade, traded, costs,
                     rec_int, rec_float, n_rec,
