@@ -72,6 +72,18 @@ class WindowSet:
     def __len__(self) -> int:
         return int(self.X.shape[0])
 
+    @classmethod
+    def concat(cls, parts: Sequence[WindowSet], feature_names: list[str]) -> WindowSet:
+        """The rows of ``parts``, one part after the other."""
+        return cls(
+            X=np.concatenate([p.X for p in parts]),
+            y_cls=np.concatenate([p.y_cls for p in parts]),
+            y_reg=np.concatenate([p.y_reg for p in parts]),
+            timestamps=np.concatenate([p.timestamps for p in parts]),
+            symbols=np.concatenate([p.symbols for p in parts]),
+            feature_names=feature_names,
+        )
+
     def take(self, idx: np.ndarray | slice) -> WindowSet:
         """Rows ``idx`` as a new WindowSet."""
         return WindowSet(

@@ -116,13 +116,7 @@ def synthetic_bundle(
             start = bounds[i] + i * gap
             per_split[split].append(windows.take(slice(start, bounds[i + 1] + i * gap)))
     names = [f"f{i}" for i in range(n_features)]
-    merged = {
-        split: WindowSet(
-            **{n: np.concatenate([getattr(w, n) for w in parts]) for n in _ARRAYS},
-            feature_names=names,
-        )
-        for split, parts in per_split.items()
-    }
+    merged = {split: WindowSet.concat(parts, names) for split, parts in per_split.items()}
     return DatasetBundle(
         train=merged["train"], val=merged["val"], test=merged["test"], feature_names=names
     )
@@ -138,7 +132,7 @@ def bundle_fingerprint(bundle: DatasetBundle) -> str:
 
     digest = hashlib.sha256()
     for split in (bundle.train, bundle.val, bundle.test):
-        for name in ("X", "y_cls", "y_reg", "timestamps", "symbols"):
+        for name in _ARRAYS:
             arr = np.ascontiguousarray(np.asarray(getattr(split, name)))
             digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
             digest.update(arr.astype(str).tobytes() if arr.dtype == object else arr.tobytes())
