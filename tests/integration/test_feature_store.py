@@ -16,6 +16,7 @@ from kubetrade.data.feature_store import (
     build_feature_store,
     training_table,
 )
+from kubetrade.data.pit_join import PointInTimeJoin
 from kubetrade.data.sources import load_embedded
 from kubetrade.errors import FeatureStoreError
 
@@ -152,7 +153,7 @@ def test_chunked_pruned_join_matches_plain_feast(
         }
     )
     tiny = FeatureStoreBuilder(store.repo_dir, max_join_pairs=2_000)
-    chunks = tiny._plan_chunks(
+    chunks = tiny.point_in_time_join().plan_chunks(
         entity_df.sort_values(EVENT_TIMESTAMP).reset_index(drop=True), prune=True
     )
     assert len(chunks) > 1
@@ -261,12 +262,12 @@ def test_row_lost_by_the_join_is_an_error(
     store: FeatureStoreBuilder, frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Simulate the file offline store dropping a row that has a match.
-    real = store._historical
+    real = PointInTimeJoin.historical
 
     def lossy(*args: object, **kwargs: object) -> pd.DataFrame:
         return real(*args, **kwargs).iloc[1:]  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "_historical", lossy)
+    monkeypatch.setattr(PointInTimeJoin, "historical", lossy)
     entity_df = frame[["symbol", "timestamp"]].iloc[30:33]
     entity_df = entity_df.rename(columns={"timestamp": EVENT_TIMESTAMP})
     with pytest.raises(FeatureStoreError, match="dropped 1 entity rows that have feature data"):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from test_feature_store import GROUPS, _feature_frame
 
-from kubetrade.data import feature_store
+from kubetrade.data import pit_join
 from kubetrade.data.feature_store import EVENT_TIMESTAMP, FeatureStoreBuilder, build_feature_store
 
 
@@ -21,10 +21,12 @@ def test_chunked_join_prints_progress(
         {"symbol": frame["symbol"].to_numpy()[:120], EVENT_TIMESTAMP: frame["timestamp"][:120]}
     )
     tiny = FeatureStoreBuilder(store.repo_dir, max_join_pairs=2_000)
-    n = len(tiny._plan_chunks(entity_df.sort_values(EVENT_TIMESTAMP), prune=True))
+    n = len(
+        tiny.point_in_time_join().plan_chunks(entity_df.sort_values(EVENT_TIMESTAMP), prune=True)
+    )
     assert n > 2
     capsys.readouterr()
-    monkeypatch.setattr(feature_store, "_PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(pit_join, "_PROGRESS_EVERY", 0.0)
     tiny.get_training_frame(entity_df)
     lines = [x for x in capsys.readouterr().out.splitlines() if "Feast join chunk" in x]
     assert len(lines) == n - 1  # every chunk but the last (the step's own line follows)

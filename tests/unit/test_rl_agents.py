@@ -15,6 +15,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from kubetrade.data.sources import generate_synthetic
 from kubetrade.errors import ConfigError
+from kubetrade.rl.actions import ActionMapper
 from kubetrade.rl.agents import (
     CNNLSTMFeatureExtractor,
     PPOAgent,
@@ -24,7 +25,7 @@ from kubetrade.rl.agents import (
 )
 from kubetrade.rl.config import AGENT_TYPES, EnsembleConfig, RLTrainingConfig, TradingEnvConfig
 from kubetrade.rl.ensemble import EnsembleAgent, Member, validation_weights
-from kubetrade.rl.env import ActionMapper, TradingEnvironment
+from kubetrade.rl.env import TradingEnvironment
 from kubetrade.rl.pipeline import COMBINATIONS, RLTrainingPipeline, build_ensemble
 from kubetrade.rl.progress import ProgressPrinter, format_duration
 from kubetrade.rl.vec_env import TradingVecEnv

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from kubetrade.data.sources import generate_synthetic
 from kubetrade.errors import ConfigError, DataError, DataSourceError
+from kubetrade.rl.actions import ActionMapper
 from kubetrade.rl.config import load_rl_training_config, load_trading_env_config
-from kubetrade.rl.env import ENV_ID, ActionMapper, TradingEnvironment
+from kubetrade.rl.env import ENV_ID, TradingEnvironment
 
 torch.set_num_threads(1)
 

@@ -124,7 +124,7 @@ def test_augmentation_only_on_train_and_never_looks_ahead(feats, cfg, bundle):
     # a pure time shift (no noise, no warp) only repeats earlier bars
     aug_cfg = cfg.data.augmentation.model_copy(update={"noise_std": 0.0, "magnitude_warp": False})
     X = np.arange(5 * 8, dtype=np.float32).reshape(5, 8, 1)
-    ws = plain.train.subset(slice(0, 5))
+    ws = plain.train.take(slice(0, 5))
     ws.X = X
     out = augment(ws, aug_cfg, seed=1)
     shifted = out.X[5:, :, 0]
@@ -152,6 +152,13 @@ def test_bundle_roundtrip_without_pickle(tmp_path, bundle):
         np.testing.assert_array_equal(a.symbols, b.symbols)
     assert back.feature_names == bundle.feature_names
     assert back.periods == bundle.periods
+
+
+def test_without_test_keeps_train_and_val_and_empties_test(bundle):
+    blind = bundle.without_test()
+    assert blind.train is bundle.train and blind.val is bundle.val
+    assert len(blind.test) == 0 and blind.test.X.shape[1:] == bundle.val.X.shape[1:]
+    assert blind.feature_names == bundle.feature_names
 
 
 def test_unknown_feature_is_a_clear_error(feats, cfg):

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kubetrade.backtest.engine import EXIT_REASONS, BacktestResult
 from kubetrade.backtest.metrics import drawdown_series
+from kubetrade.backtest.result import EXIT_REASONS, BacktestResult
 from kubetrade.errors import ConfigError
 
 __all__ = ["write_backtest_report", "write_walk_forward_report"]

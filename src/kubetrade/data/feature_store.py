@@ -23,7 +23,8 @@ gap in daily equity data is under a week) while a symbol that stopped trading a 
 returns nothing instead of a stale value. Feast does not apply the TTL to online reads.
 
 Point-in-time retrieval (:meth:`FeatureStoreBuilder.get_training_frame`) goes through Feast's
-file (Dask) offline store, which has two traits this module covers for the caller:
+file (Dask) offline store, which has two traits :mod:`kubetrade.data.pit_join` covers for the
+caller:
 
 * it joins every entity row with *every* source row of the same symbol before filtering, so
   time and memory grow with ``entity rows x rows per symbol`` (minutes and gigabytes for a
@@ -38,27 +39,30 @@ file (Dask) offline store, which has two traits this module covers for the calle
   The result is re-aligned to the caller's rows: same count, same order, same index; rows
   without a match get NaN features. A row dropped although the source holds a row inside
   its TTL window raises :class:`~kubetrade.errors.FeatureStoreError`.
+
+Why this module is long: it is one object's lifecycle (generate, apply, materialize, query)
+plus the checks of the frame and groups it is generated from, whose messages name the bad
+column or group; the Feast join workaround itself is :mod:`kubetrade.data.pit_join`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import logging
 import re
-import tempfile
-import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pytz
 
+from kubetrade.data.pit_join import (
+    EVENT_TIMESTAMP,
+    SOURCE_NAME,
+    PointInTimeJoin,
+    quiet_feast,
+    utc_ns,
+)
 from kubetrade.data.sources import PRICE_COLUMNS
 from kubetrade.errors import FeatureStoreError
 
@@ -78,37 +82,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_TTL = timedelta(days=30)
 """Point-in-time lookback: covers weekends, holidays and multi-day market closures."""
 ENTITY_NAME = "symbol"
-EVENT_TIMESTAMP = "event_timestamp"
 OHLCV_VIEW = "ohlcv"
 DEFAULT_FEATURE_VIEW = "features"
-SOURCE_NAME = "feature_frame"
 PARQUET_RELPATH = "data/features.parquet"
 _OHLCV_COLUMNS = [*PRICE_COLUMNS, "volume"]
 _KEY_COLUMNS = ["symbol", "timestamp"]
 _RESERVED = {"symbol", "timestamp", EVENT_TIMESTAMP, "created", "created_timestamp"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PROGRESS_EVERY = 10.0  # seconds between "Feast join chunk" console lines
-
-
-@contextlib.contextmanager
-def _quiet_feast() -> Iterator[None]:
-    """Silence Feast's progress bars, prints and deprecation chatter for one call."""
-    feast_logger = logging.getLogger("feast")
-    level = feast_logger.level
-    feast_logger.setLevel(logging.ERROR)
-    sink = io.StringIO()
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(sink),
-            contextlib.redirect_stderr(sink),
-        ):
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", module=r"feast(\.|$)")
-            yield
-    finally:
-        feast_logger.setLevel(level)
 
 
 def _utc(ts: Any, what: str) -> pd.Timestamp:
@@ -122,27 +102,6 @@ def _utc(ts: Any, what: str) -> pd.Timestamp:
     if pd.isna(value):
         raise FeatureStoreError(f"{what} is missing (NaT)")
     return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
-
-
-def _utc_ns(column: pd.Series, what: str) -> pd.Series:
-    """Return ``column`` as canonical ``datetime64[ns, UTC]``; naive or NaT values raise."""
-    if not isinstance(column.dtype, pd.DatetimeTZDtype):
-        raise FeatureStoreError(
-            f"{what} must be timezone-aware datetimes, got dtype {column.dtype}; "
-            "convert with pd.to_datetime(col, utc=True) or col.dt.tz_localize('UTC')"
-        )
-    if column.isna().any():
-        raise FeatureStoreError(f"{what} has {int(column.isna().sum())} missing (NaT) values")
-    return column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-
-
-def _for_feast(column: pd.Series) -> pd.Series:
-    """Label a UTC column with ``pytz.UTC``.
-
-    Feast's file store compares the column's tz with ``pytz.UTC`` and otherwise falls back
-    to a row-by-row Python ``apply`` (pandas' default UTC is ``datetime.timezone.utc``).
-    """
-    return column.dt.tz_convert(pytz.UTC)
 
 
 def _check_name(name: str, what: str) -> None:
@@ -177,7 +136,7 @@ def _validate_frame(features_df: pd.DataFrame) -> pd.DataFrame:
     if bad_symbols:
         bad = bad_symbols[0]
         raise FeatureStoreError(f"column 'symbol' must hold non-empty strings, found {bad!r}")
-    frame["timestamp"] = _utc_ns(frame["timestamp"], "column 'timestamp'")
+    frame["timestamp"] = utc_ns(frame["timestamp"], "column 'timestamp'")
     duplicated = frame.duplicated(_KEY_COLUMNS)
     if duplicated.any():
         first = frame.loc[duplicated, _KEY_COLUMNS].iloc[0].tolist()
@@ -305,7 +264,7 @@ class FeatureStoreBuilder:
                 )
             from feast import FeatureStore
 
-            with _quiet_feast():
+            with quiet_feast():
                 self._store = FeatureStore(repo_path=str(self.repo_dir))
         return self._store
 
@@ -313,7 +272,7 @@ class FeatureStoreBuilder:
     def groups(self) -> dict[str, list[str]]:
         """Feature view name -> feature names (from generate() or the registry)."""
         if self._groups is None:
-            with _quiet_feast():
+            with quiet_feast():
                 views = self.store.list_feature_views()
             if not views:
                 raise FeatureStoreError(
@@ -402,7 +361,7 @@ class FeatureStoreBuilder:
         """Register the entity, source and feature views in ``registry.db``."""
         objects = self.definitions()
         try:
-            with _quiet_feast():
+            with quiet_feast():
                 self.store.apply(objects)
         except Exception as exc:  # Feast raises many unrelated types for bad repos
             raise FeatureStoreError(f"feast apply failed in {self.repo_dir}: {exc}") from exc
@@ -425,7 +384,7 @@ class FeatureStoreBuilder:
                 f"end_date {end} is before the first feature row ({start}); nothing to load"
             )
         try:
-            with _quiet_feast():
+            with quiet_feast():
                 self.store.materialize(start_date=start, end_date=end.to_pydatetime())
         except Exception as exc:
             raise FeatureStoreError(f"feast materialize failed in {self.repo_dir}: {exc}") from exc
@@ -439,9 +398,15 @@ class FeatureStoreBuilder:
                     f"no feature data at {self.parquet_path}; call generate() first"
                 )
             frame = pd.read_parquet(self.parquet_path)
-            frame[EVENT_TIMESTAMP] = _utc_ns(frame[EVENT_TIMESTAMP], "source timestamps")
+            frame[EVENT_TIMESTAMP] = utc_ns(frame[EVENT_TIMESTAMP], "source timestamps")
             self._source_frame = frame
         return self._source_frame
+
+    def point_in_time_join(self) -> PointInTimeJoin:
+        """The chunked, pruned Feast join over this repo (:mod:`kubetrade.data.pit_join`)."""
+        return PointInTimeJoin(
+            self.store, self._source(), self.ttl, self.max_join_pairs, self.repo_dir
+        )
 
     def _keys(self) -> pd.DataFrame:
         """(symbol, event_timestamp) of every source row."""
@@ -511,7 +476,7 @@ class FeatureStoreBuilder:
         keys = pd.DataFrame(
             {
                 "symbol": entity_df["symbol"].reset_index(drop=True),
-                EVENT_TIMESTAMP: _utc_ns(
+                EVENT_TIMESTAMP: utc_ns(
                     entity_df[EVENT_TIMESTAMP], f"entity column '{EVENT_TIMESTAMP}'"
                 ).reset_index(drop=True),
             }
@@ -520,181 +485,15 @@ class FeatureStoreBuilder:
             raise FeatureStoreError("the entity frame has missing symbols")
         # Feast collapses duplicate entity rows: query each key once, then fan back out.
         unique = keys.drop_duplicates().sort_values(["symbol", EVENT_TIMESTAMP])
-        joined = self._historical(unique, refs, names, prune_source)
-        self._check_lost_rows(unique, joined)
+        join = self.point_in_time_join()
+        joined = join.historical(unique, refs, names, prune_source)
+        join.check_lost_rows(unique, joined)
         result = keys.merge(joined, on=["symbol", EVENT_TIMESTAMP], how="left", sort=False)
         assert len(result) == len(entity_df), "left merge on unique keys keeps the row count"
         out = entity_df.copy()
         for name in names:
             out[name] = result[name].to_numpy(dtype="float64")
         return out
-
-    def _historical(
-        self, unique: pd.DataFrame, refs: list[str], names: list[str], prune: bool
-    ) -> pd.DataFrame:
-        """Query Feast chunk by chunk; return the keys that matched, with their features."""
-        unique = unique.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
-        columns = ["symbol", EVENT_TIMESTAMP, *names]
-        parts: list[pd.DataFrame] = []
-        chunks = self._plan_chunks(unique, prune)
-        started = last = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="kubetrade-feast-") as tmp:
-            for number, (lo, hi) in enumerate(chunks):
-                part = unique.iloc[lo:hi].copy()
-                part[EVENT_TIMESTAMP] = _for_feast(part[EVENT_TIMESTAMP])
-                try:
-                    with _quiet_feast():
-                        if prune:
-                            frame = self._query_slice(
-                                part, refs, names, Path(tmp) / f"slice_{number}.parquet"
-                            )
-                        else:
-                            frame = self.store.get_historical_features(
-                                entity_df=part, features=refs
-                            ).to_df()
-                except Exception as exc:  # Feast raises many unrelated types
-                    raise FeatureStoreError(
-                        f"feast get_historical_features failed in {self.repo_dir}: {exc}"
-                    ) from exc
-                if frame is not None and len(frame):
-                    parts.append(frame[columns])
-                now = time.perf_counter()
-                if now - last >= _PROGRESS_EVERY and number + 1 < len(chunks):
-                    last, done = now, number + 1
-                    eta = (now - started) / done * (len(chunks) - done)
-                    print(
-                        f"[kubetrade] features: Feast join chunk {done}/{len(chunks)} "
-                        f"({hi:,}/{len(unique):,} entity rows), {now - started:.0f}s elapsed, "
-                        f"ETA {eta:.0f}s",
-                        flush=True,
-                    )
-        if not parts:
-            empty = {"symbol": pd.Series(dtype="object")}
-            empty[EVENT_TIMESTAMP] = pd.Series(dtype="datetime64[ns, UTC]")
-            parts.append(pd.DataFrame(empty | {n: pd.Series(dtype="float64") for n in names}))
-        joined = pd.concat(parts, ignore_index=True)
-        joined = joined.astype(dict.fromkeys(names, "float64"))
-        joined[EVENT_TIMESTAMP] = _utc_ns(joined[EVENT_TIMESTAMP], "feast output timestamps")
-        if joined.duplicated(["symbol", EVENT_TIMESTAMP]).any():
-            raise FeatureStoreError(
-                "feast returned several rows for one (symbol, event_timestamp); "
-                "the source has duplicate keys, regenerate the repo from a clean frame"
-            )
-        return joined
-
-    def _plan_chunks(self, unique: pd.DataFrame, prune: bool) -> list[tuple[int, int]]:
-        """Split time-sorted entity rows into ranges whose Feast join stays in budget.
-
-        Feast's file store pairs each entity row with every source row of its symbol
-        (or of the pruned slice); a range holds as many rows as keep that pair count
-        within ``max_join_pairs`` (at least one row).
-        """
-        source = self._keys()
-        source_ns = {
-            symbol: np.sort(pd.DatetimeIndex(group[EVENT_TIMESTAMP]).asi8)
-            for symbol, group in source.groupby("symbol", sort=False)
-        }
-        entity_ns = pd.DatetimeIndex(unique[EVENT_TIMESTAMP]).asi8
-        symbols = unique["symbol"].to_numpy()
-        ttl_ns = pd.Timedelta(self.ttl).value
-
-        def pairs(lo: int, hi: int) -> int:
-            counts = pd.Series(symbols[lo:hi]).value_counts()
-            first, last = entity_ns[lo] - ttl_ns, entity_ns[hi - 1]
-            total = 0
-            for symbol, count in counts.items():
-                times = source_ns.get(str(symbol))
-                if times is None:
-                    matched = 1  # left join keeps one all-null row
-                elif prune:
-                    matched = int(
-                        np.searchsorted(times, last, "right") - np.searchsorted(times, first)
-                    )
-                else:
-                    matched = len(times)
-                total += int(count) * max(matched, 1)
-            return total
-
-        # Greedy: from each start, the longest range in budget (pairs grow with the end).
-        chunks: list[tuple[int, int]] = []
-        lo = 0
-        while lo < len(unique):
-            fits, too_big = lo + 1, len(unique) + 1
-            while too_big - fits > 1:
-                mid = (fits + too_big) // 2
-                if pairs(lo, mid) <= self.max_join_pairs:
-                    fits = mid
-                else:
-                    too_big = mid
-            chunks.append((lo, fits))
-            lo = fits
-        return chunks
-
-    def _query_slice(
-        self, part: pd.DataFrame, refs: list[str], names: list[str], path: Path
-    ) -> pd.DataFrame | None:
-        """Feast point-in-time join of ``part`` against the rows that can match it."""
-        from feast import FileSource
-        from feast.infra.offline_stores.dask import DaskOfflineStore
-
-        source = self._source()
-        first = part[EVENT_TIMESTAMP].min() - pd.Timedelta(self.ttl)
-        last = part[EVENT_TIMESTAMP].max()
-        mask = source["symbol"].isin(part["symbol"].unique()) & source[EVENT_TIMESTAMP].between(
-            first, last
-        )
-        if not mask.any():
-            return None  # no source row in reach: every row of the chunk is unmatched
-        source.loc[mask, ["symbol", EVENT_TIMESTAMP, *names]].to_parquet(path, index=False)
-        sliced = FileSource(name=SOURCE_NAME, path=str(path), timestamp_field=EVENT_TIMESTAMP)
-        wanted = {ref.split(":", 1)[0] for ref in refs}
-        views = []
-        for view in self.store.list_feature_views():
-            if view.name in wanted:
-                view = copy.copy(view)
-                view.batch_source = sliced
-                views.append(view)
-        job = DaskOfflineStore.get_historical_features(
-            config=self.store.config,
-            feature_views=views,
-            feature_refs=refs,
-            entity_df=part,
-            registry=self.store.registry,
-            project=self.store.project,
-            full_feature_names=False,
-        )
-        frame: pd.DataFrame = job.to_df()
-        return frame
-
-    def _check_lost_rows(self, unique: pd.DataFrame, joined: pd.DataFrame) -> None:
-        """Raise if Feast dropped an entity row that has a source row inside its TTL window."""
-        found = pd.MultiIndex.from_frame(joined[["symbol", EVENT_TIMESTAMP]])
-        asked = pd.MultiIndex.from_frame(unique[["symbol", EVENT_TIMESTAMP]])
-        extra = found.difference(asked)
-        if len(extra):
-            raise FeatureStoreError(f"feast returned {len(extra)} rows that were not asked for")
-        lost = unique[~asked.isin(found)]
-        if lost.empty:
-            return
-        source = self._keys().copy()
-        source["_match"] = source[EVENT_TIMESTAMP]
-        latest = pd.merge_asof(
-            lost.sort_values(EVENT_TIMESTAMP),
-            source.sort_values(EVENT_TIMESTAMP),
-            on=EVENT_TIMESTAMP,
-            by="symbol",
-            direction="backward",
-        )
-        had_match = latest["_match"].notna() & (
-            latest[EVENT_TIMESTAMP] - latest["_match"] <= pd.Timedelta(self.ttl)
-        )
-        if had_match.any():
-            example = latest.loc[had_match, ["symbol", EVENT_TIMESTAMP]].iloc[0].tolist()
-            raise FeatureStoreError(
-                f"feast dropped {int(had_match.sum())} entity rows that have feature data "
-                f"within the TTL, e.g. {example}; the join is unreliable, rebuild the repo"
-            )
-        logger.debug("%d entity rows have no point-in-time match; returned as NaN", len(lost))
 
     def get_online_features(
         self, symbols: Sequence[str], features: Sequence[str] | None = None
@@ -709,7 +508,7 @@ class FeatureStoreBuilder:
             raise FeatureStoreError(f"symbols must be a non-empty list, got {symbols!r}")
         refs, names = self._feature_refs(features)
         try:
-            with _quiet_feast():
+            with quiet_feast():
                 response = self.store.get_online_features(
                     features=refs, entity_rows=[{"symbol": str(s)} for s in symbols]
                 ).to_dict()

@@ -6,14 +6,21 @@ same order). Every value at time ``t`` uses only rows of its symbol at or before
 nothing is back-filled or normalised over the full sample.
 
 Internally each symbol's rows become one row of a ``(n_symbols, n_steps)`` panel
-(left-aligned, NaN-padded at the end), so every indicator runs once for all symbols;
-see :mod:`kubetrade.data.indicators` for the kernels and their conventions.
+(left-aligned, NaN-padded at the end; :mod:`kubetrade.data.panel`), so every indicator runs
+once for all symbols; see :mod:`kubetrade.data.indicators` for the kernels and their
+conventions.
 
 Scale-free variants intended as model inputs: ``rsi``, ``macd*_norm`` (MACD / close),
 ``bb_pct``, ``bb_width``, ``atr_pct``, ``sma_*_ratio``/``ema_*_ratio`` (close / average - 1),
 ``stoch_*``, ``obv_flow``, all wavelet/Fourier/fractal columns and the cross-asset
 columns. Raw levels (``macd``, ``bb_upper``, ``atr``, ``obv`` ...) are kept for
 inspection and to match the ``ta`` package.
+
+Why this module is long: :class:`FeatureEngineer` is the guide's API, one ``add_*`` method
+per feature group plus the column bookkeeping (:meth:`FeatureEngineer.feature_groups`,
+:meth:`FeatureEngineer.warmup_rows`) that must agree with what those methods produce; the
+numeric kernels are :mod:`kubetrade.data.indicators` and the panel layout
+:mod:`kubetrade.data.panel`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from kubetrade.data import indicators as ind
+from kubetrade.data.panel import PanelInputs, attach, cross_asset_features
 from kubetrade.errors import ConfigError, DataError, KubetradeError
 
 __all__ = [
@@ -72,113 +80,6 @@ _REQUIRED = {
 _SCALE_DEPENDENT = re.compile(
     r"macd|macd_signal|macd_hist|bb_upper|bb_middle|bb_lower|atr|sma_\d+|ema_\d+|obv"
 )
-
-
-class _Panel:
-    """Maps a long table's rows to a ``(n_symbols, n_steps)`` panel and back."""
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        for col in ("symbol", "timestamp"):
-            if col not in df.columns:
-                raise DataError(
-                    f"feature input has no '{col}' column; pass the canonical OHLCV table "
-                    "(columns symbol, timestamp, open, high, low, close, volume)"
-                )
-        if len(df) == 0:
-            raise DataError("feature input has no rows; give at least one OHLCV row")
-        codes, self.symbols = pd.factorize(df["symbol"], sort=False)
-        ts = pd.to_datetime(df["timestamp"], utc=True)
-        if ts.isna().any():
-            raise DataError(
-                f"feature input has {int(ts.isna().sum())} missing timestamp(s); "
-                "drop or fix those rows first"
-            )
-        ts_ns = ts.to_numpy(dtype="datetime64[ns]").view(np.int64)
-        sorted_already = bool(
-            np.all(np.diff(codes) >= 0) and np.all((np.diff(ts_ns) > 0) | (np.diff(codes) != 0))
-        )
-        # stable sort by symbol then time; the canonical table skips it
-        order = np.arange(len(df)) if sorted_already else np.lexsort((ts_ns, codes))
-        code_s = codes[order]
-        ts_s = ts_ns[order]
-        dup = (np.diff(code_s) == 0) & (np.diff(ts_s) == 0)
-        if dup.any():
-            first = order[np.argmax(dup)]
-            raise DataError(
-                f"feature input has {int(dup.sum())} duplicate (symbol, timestamp) row(s), "
-                f"e.g. {df['symbol'].iloc[first]!r} at {ts.iloc[first]}; "
-                "keep one row per symbol and timestamp"
-            )
-        self.n_rows = len(df)
-        self.order = order
-        self.code = code_s
-        self.lengths = np.bincount(code_s, minlength=len(self.symbols))
-        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
-        self.pos = np.arange(len(df)) - starts[code_s]
-        self.ts_ns = ts_s
-        self.shape = (len(self.symbols), int(self.lengths.max()))
-        self._flat = self.code * self.shape[1] + self.pos
-        # sorted input with equal-length symbols maps to the panel by a plain reshape
-        self._identity = sorted_already
-        self._dense = sorted_already and bool(np.all(self.lengths == self.shape[1]))
-
-    def to_panel(self, values: np.ndarray) -> np.ndarray:
-        if self._dense:
-            return np.array(values, dtype=np.float64).reshape(self.shape)
-        out = np.full(self.shape, np.nan)
-        out.reshape(-1)[self._flat] = values if self._identity else values[self.order]
-        return out
-
-    def to_rows(self, panel: np.ndarray) -> np.ndarray:
-        if self._dense:
-            return panel.reshape(-1)
-        rows = np.take(panel.reshape(-1), self._flat)
-        if self._identity:
-            return rows
-        out = np.empty(self.n_rows)
-        out[self.order] = rows
-        return out
-
-
-class _Inputs:
-    """The panel layout of one frame plus its price columns, converted once."""
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self.df = df
-        self.panel = _Panel(df)
-        self._cache: dict[str, np.ndarray] = {}
-
-    def prices(self, column: str, positive: bool = False) -> np.ndarray:
-        """Column as a panel; checks finite (and > 0 when ``positive``)."""
-        key = f"{column}>0" if positive else column
-        if key not in self._cache:
-            self._cache[key] = self._load(column, positive)
-        return self._cache[key]
-
-    def _load(self, column: str, positive: bool) -> np.ndarray:
-        df = self.df
-        if column not in df.columns:
-            raise DataError(
-                f"feature input has no '{column}' column; the canonical OHLCV table has "
-                "open, high, low, close and volume"
-            )
-        try:
-            values = np.asarray(df[column], dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise DataError(
-                f"column '{column}' is not numeric ({exc}); it must hold numbers"
-            ) from exc
-        bad = ~np.isfinite(values)
-        if positive:
-            bad |= values <= 0
-        if bad.any():
-            example = values[np.argmax(bad)]
-            need = "finite and > 0" if positive else "finite"
-            raise DataError(
-                f"column '{column}' has {int(bad.sum())} value(s) that are not {need}, "
-                f"e.g. {example!r}; drop or repair those rows (the data-quality gate flags them)"
-            )
-        return self.panel.to_panel(values)
 
 
 def _names(value: str | Iterable[str] | None, default: Sequence[str]) -> list[str]:
@@ -361,8 +262,8 @@ class FeatureEngineer:
             DataError: unknown indicator name, missing column, or non-finite prices.
         """
         names = self._check_indicators(indicators)
-        inputs = _Inputs(df)
-        return _attach(df, inputs.panel, self._technical(inputs, names))
+        inputs = PanelInputs(df)
+        return attach(df, inputs.panel, self._technical(inputs, names))
 
     @staticmethod
     def _check_indicators(indicators: str | Iterable[str] | None) -> list[str]:
@@ -380,7 +281,7 @@ class FeatureEngineer:
             )
         return [n for n in dict.fromkeys(names) if n in INDICATORS]
 
-    def _technical(self, inputs: _Inputs, names: list[str]) -> dict[str, np.ndarray]:
+    def _technical(self, inputs: PanelInputs, names: list[str]) -> dict[str, np.ndarray]:
         prices = {c: inputs.prices(c, positive=(c == "close")) for n in names for c in _REQUIRED[n]}
         new: dict[str, np.ndarray] = {}
         for name in names:
@@ -458,12 +359,12 @@ class FeatureEngineer:
         ``periodization`` mode, so the shares are exact even for short windows.
         First value at a symbol's row ``window`` (defaults 32, ``db4``, level 3).
         """
-        inputs = _Inputs(df)
-        return _attach(df, inputs.panel, self._wavelet(inputs, window, wavelet, level, column))
+        inputs = PanelInputs(df)
+        return attach(df, inputs.panel, self._wavelet(inputs, window, wavelet, level, column))
 
     def _wavelet(
         self,
-        inputs: _Inputs,
+        inputs: PanelInputs,
         window: int | None,
         wavelet: str | None,
         level: int | None,
@@ -503,11 +404,11 @@ class FeatureEngineer:
         rows of the strongest frequency) and ``fourier_entropy`` (normalised spectral
         entropy: 1 = white noise). First value at a symbol's row ``window`` (default 64).
         """
-        inputs = _Inputs(df)
-        return _attach(df, inputs.panel, self._fourier(inputs, window, n_components, column))
+        inputs = PanelInputs(df)
+        return attach(df, inputs.panel, self._fourier(inputs, window, n_components, column))
 
     def _fourier(
-        self, inputs: _Inputs, window: int | None, n_components: int | None, column: str
+        self, inputs: PanelInputs, window: int | None, n_components: int | None, column: str
     ) -> dict[str, np.ndarray]:
         window = window or self.fourier_window
         n_components = n_components or self.fourier_components
@@ -536,10 +437,12 @@ class FeatureEngineer:
         ``window + 1`` log prices, measured directly rather than as 2 - H; about 1.5
         for a random walk. First value at a symbol's row ``window`` (default 100).
         """
-        inputs = _Inputs(df)
-        return _attach(df, inputs.panel, self._fractal(inputs, window, column))
+        inputs = PanelInputs(df)
+        return attach(df, inputs.panel, self._fractal(inputs, window, column))
 
-    def _fractal(self, inputs: _Inputs, window: int | None, column: str) -> dict[str, np.ndarray]:
+    def _fractal(
+        self, inputs: PanelInputs, window: int | None, column: str
+    ) -> dict[str, np.ndarray]:
         window = window or self.fractal_window
         _check_int("fractal window", window, minimum=16)
         log_close = np.log(inputs.prices(column, positive=True))
@@ -567,41 +470,15 @@ class FeatureEngineer:
         ``xa_rel_return`` is the return minus the mean of all symbols at that timestamp.
         With one symbol, market, correlation and beta are NaN and the relative return 0.
         """
-        inputs = _Inputs(df)
-        return _attach(df, inputs.panel, self._cross_asset(inputs, correlation_window))
+        inputs = PanelInputs(df)
+        return attach(df, inputs.panel, self._cross_asset(inputs, correlation_window))
 
     def _cross_asset(
-        self, inputs: _Inputs, correlation_window: int | None
+        self, inputs: PanelInputs, correlation_window: int | None
     ) -> dict[str, np.ndarray]:
         window = correlation_window or self.correlation_window
         _check_int("correlation_window", window, minimum=2)
-        panel = inputs.panel
-        close = inputs.prices("close", positive=True)
-        rets = close / ind.shift(close) - 1.0
-
-        # align symbols on the union of timestamps: grid (n_symbols, n_timestamps)
-        ts_code, ts_unique = pd.factorize(panel.ts_ns, sort=True)
-        grid = np.full((panel.shape[0], len(ts_unique)), np.nan)
-        grid[panel.code, ts_code] = rets[panel.code, panel.pos]
-        present = np.isfinite(grid)
-        total = np.where(present, grid, 0.0).sum(axis=0)
-        count = present.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean_all = total / count
-            others = (total[None, :] - grid) / (count[None, :] - 1)
-        others = np.where(present & (count[None, :] > 1), others, np.nan)
-
-        market = np.full(panel.shape, np.nan)
-        market[panel.code, panel.pos] = others[panel.code, ts_code]
-        cs_mean = np.full(panel.shape, np.nan)
-        cs_mean[panel.code, panel.pos] = mean_all[ts_code]
-        corr, beta = ind.rolling_corr_beta(rets, market, window)
-        new = {
-            "xa_market_return": market,
-            "xa_rel_return": rets - cs_mean,
-            "xa_corr": corr,
-            "xa_beta": beta,
-        }
+        new = cross_asset_features(inputs, window)
         self._produced["cross_asset"] = list(new)
         return new
 
@@ -626,7 +503,7 @@ class FeatureEngineer:
             raise DataError(
                 f"unknown advanced feature group(s) {unknown}; valid are {list(ADVANCED)}"
             )
-        inputs = _Inputs(df)
+        inputs = PanelInputs(df)
         new = self._technical(inputs, names)
         if "wavelet" in adv:
             new.update(self._wavelet(inputs, None, None, None, "close"))
@@ -636,7 +513,7 @@ class FeatureEngineer:
             new.update(self._fractal(inputs, None, "close"))
         if "cross_asset" in adv:
             new.update(self._cross_asset(inputs, None))
-        return _attach(df, inputs.panel, new)
+        return attach(df, inputs.panel, new)
 
     def build_groups(self, df: pd.DataFrame, groups: Iterable[str]) -> pd.DataFrame:
         """Build what a ``data.features`` list names (raw columns, indicators, advanced).
@@ -671,10 +548,3 @@ def _check_int(
 
 def _log_returns(close: np.ndarray) -> np.ndarray:
     return np.log(close / ind.shift(close))
-
-
-def _attach(df: pd.DataFrame, panel: _Panel, new: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Copy ``df`` and add (or replace) columns from panels, in the input's row order."""
-    cols = {name: panel.to_rows(values) for name, values in new.items()}
-    keep = df.drop(columns=[c for c in cols if c in df.columns])
-    return pd.concat([keep, pd.DataFrame(cols, index=df.index)], axis=1)

@@ -118,16 +118,7 @@ def wilder_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing sum over ``window`` steps; NaN until ``window`` values are available."""
-    out = np.full_like(x, np.nan)
-    n_steps = x.shape[1]
-    if window > n_steps:
-        return out
-    acc = x[:, : n_steps - window + 1].copy()
-    # summing shifted views keeps each output a function of its own window only
-    for lag in range(1, window):
-        acc += x[:, lag : n_steps - window + 1 + lag]
-    out[:, window - 1 :] = acc
-    return out
+    return _rolling_reduce(x, window, np.add)
 
 
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -151,14 +142,16 @@ def rolling_mean_std(x: np.ndarray, window: int, ddof: int = 0) -> tuple[np.ndar
     return mean, out
 
 
-def _rolling_reduce(x: np.ndarray, window: int, op: Callable) -> np.ndarray:
+def _rolling_reduce(x: np.ndarray, window: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (add, maximum, minimum) over each trailing window; NaN until it is full."""
     out = np.full_like(x, np.nan)
     n_steps = x.shape[1]
     if window > n_steps:
         return out
     acc = x[:, : n_steps - window + 1].copy()
+    # reducing shifted views keeps each output a function of its own window only
     for lag in range(1, window):
-        acc = op(acc, x[:, lag : n_steps - window + 1 + lag])
+        op(acc, x[:, lag : n_steps - window + 1 + lag], out=acc)
     out[:, window - 1 :] = acc
     return out
 

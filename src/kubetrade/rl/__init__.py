@@ -5,6 +5,7 @@ The guide's names: :class:`TradingEnvironment` (gymnasium id ``kubetrade/Trading
 :class:`RLTrainingPipeline` with ``train_ensemble`` and ``evaluate_ensemble``.
 """
 
+from kubetrade.rl.actions import ActionMapper
 from kubetrade.rl.agents import (
     AGENT_CLASSES,
     A2CAgent,
@@ -27,14 +28,13 @@ from kubetrade.rl.config import (
     load_trading_env_config,
 )
 from kubetrade.rl.ensemble import EnsembleAgent, Member, run_episode, validation_weights
-from kubetrade.rl.env import ENV_ID, ActionMapper, TradingEnvironment, basic_features
+from kubetrade.rl.env import ENV_ID, TradingEnvironment, basic_features
+from kubetrade.rl.periods import Periods, split_periods
 from kubetrade.rl.pipeline import (
     AgentResult,
-    Periods,
     RLTrainingPipeline,
     build_ensemble,
     evaluate_ensemble,
-    split_periods,
     train_single_agent,
 )
 

@@ -1,7 +1,7 @@
 """Ensemble of trained RL agents: weighted voting, Hedge meta-learning, Thompson sampling.
 
 Every member maps its action to target portfolio weights (discrete actions through the env's
-action table, :class:`~kubetrade.rl.env.ActionMapper`). The ensemble's target weights at step
+action table, :class:`~kubetrade.rl.actions.ActionMapper`). The ensemble's target weights at step
 ``t`` are the vote ``sum_i v_t[i] * w_i`` with
 
 ``v_t = normalise(prior * hedge_t * thompson_t)``:
@@ -41,9 +41,10 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from kubetrade.errors import ConfigError
+from kubetrade.rl.actions import ActionMapper
 from kubetrade.rl.agents import load_agent
 from kubetrade.rl.config import EnsembleConfig
-from kubetrade.rl.env import ActionMapper, TradingEnvironment
+from kubetrade.rl.env import TradingEnvironment
 
 __all__ = [
     "EnsembleAgent",

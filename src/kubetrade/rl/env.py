@@ -39,16 +39,14 @@ back, NaNs after valid bars are an error.
 
 Episodes run over the whole period, or with ``episode_length`` from a random start bar (drawn with
 the env's seeded ``np_random``). End of data or of ``episode_length`` is a truncation; equity
-falling to zero terminates. The hot path is one numba kernel (``_step_kernel``) on arrays
-built in ``__init__``.
+falling to zero terminates. The hot path is one numba kernel
+(:func:`kubetrade.rl.step_kernel.step_kernel`) on arrays built in ``__init__``; actions become
+weights in :class:`kubetrade.rl.actions.ActionMapper`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from math import sqrt
 from typing import Any
 
 import gymnasium as gym
@@ -58,21 +56,21 @@ from gymnasium import spaces
 
 from kubetrade.config import load_yaml_model
 from kubetrade.errors import ConfigError, DataError, DataSourceError
+from kubetrade.rl.actions import ActionMapper
 from kubetrade.rl.config import BASIC_FEATURES, RewardConfig, TradingEnvConfig
-
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba ships with shap; the fallback is slow but exact
-
-    def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
-        if args and callable(args[0]):
-            return args[0]
-        return lambda func: func
-
+from kubetrade.rl.step_kernel import (
+    CASH,
+    EQUITY,
+    MODE_LONG,
+    MODE_SHORT,
+    MODE_WEIGHTS,
+    PEAK,
+    SHARES,
+    step_kernel,
+)
 
 __all__ = [
     "ENV_ID",
-    "ActionMapper",
     "TradingEnvironment",
     "basic_features",
 ]
@@ -80,207 +78,7 @@ __all__ = [
 ENV_ID = "kubetrade/Trading-v0"
 _CLIP = 10.0
 _PORTFOLIO_COLUMNS = 2  # cash fraction, unrealised P&L (plus one weight per asset)
-
-# Layout of the env's float64 state vector (one array so the step kernel takes few arguments:
-# numba's per-call dispatch cost grows with each argument it has to type-check).
-_CASH, _EQUITY, _PEAK, _PREV_DD, _RET_SUM, _RET_SQ, _RET_COUNT = range(7)
-_SHARES = 7  # then n_assets shares, then n_assets cost bases
-# Layout of the params vector: costs, caps, the four reward weights, the action mode.
-_MODE_LONG, _MODE_SHORT, _MODE_WEIGHTS = 0.0, 1.0, 2.0
 _FAST_ACTION_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
-
-
-@njit(cache=True)
-def _step_kernel(action, t, window, px, state, params, ret_buf, obs_buf, pcol):  # type: ignore[no-untyped-def]
-    """One env step, fused: action -> weights -> fills -> costs -> equity -> reward -> obs row.
-
-    A numba kernel because at a handful of assets the step is all per-call overhead (dozens of
-    ~1 us numpy calls on 4-element arrays); compiled, the whole step costs about one call.
-    The arithmetic (and its order) is that of the former numpy/Python step, so rewards match
-    the golden trajectories. ``px[t]`` holds ``open, close, open*slippage, 1/open`` per asset.
-    Returns ``ok`` = False (state untouched) when the action has NaNs, else the step's results.
-    """
-    n = px.shape[2]
-    cost, slip, max_pos, max_gross = params[0], params[1], params[2], params[3]
-    mode = params[8]
-    target = np.empty(n)
-    gross = 0.0
-    for i in range(n):  # ActionMapper.from_continuous (NaN survives the clamps, as in numpy)
-        a = float(action[i])
-        if mode == 2.0:
-            w = a
-        elif mode == 1.0:
-            w = a
-            if w < -max_pos:
-                w = -max_pos
-            elif w > max_pos:
-                w = max_pos
-            gross += abs(w)
-        else:
-            w = (a + 1.0) * 0.5
-            if w < 0.0:
-                w = 0.0
-            if w > max_pos:
-                w = max_pos
-            gross += w
-        target[i] = w
-    fills = np.empty(n)
-    weights = np.empty(n)
-    if not gross < np.inf:  # NaN slipped through
-        return (False, obs_buf[0:0].copy(), target, weights, fills,
-                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # fmt: skip
-    if mode != 2.0 and gross > max_gross:
-        f = max_gross / gross
-        for i in range(n):
-            target[i] *= f
-
-    nxt = t + 1
-    row = px[nxt]
-    # fill at the next bar's open, slipped against the trader, fee on traded notional
-    equity_open = 0.0
-    for i in range(n):
-        equity_open += state[_SHARES + i] * row[0, i]
-    equity_open += state[_CASH]
-    # cost basis behind unrealised P&L: adds at the fill price, reductions pro rata, a flip or
-    # a close restarts it
-    at_open = abs_at_open = 0.0
-    for i in range(n):
-        o, o_slip = row[0, i], row[2, i]
-        s = state[_SHARES + i]
-        d = target[i] * row[3, i] * equity_open - s
-        f = o + o_slip if d > 0.0 else (o - o_slip if d < 0.0 else o)
-        fills[i] = f
-        at_open += d * o
-        abs_at_open += d * o if d > 0.0 else -d * o
-        b = _SHARES + n + i
-        if s * d >= 0.0:
-            state[b] += d * f
-        elif (s + d) * s > 0.0:
-            state[b] *= (s + d) / s
-        else:
-            state[b] = (s + d) * f
-        state[_SHARES + i] = s + d
-    traded = abs_at_open + slip * at_open  # = sum |delta| * fill
-    fee = traded * cost
-    slippage_cost = slip * abs_at_open
-    cash = state[_CASH] - (at_open + slippage_cost + fee)  # delta @ fill = at_open + slippage
-    state[_CASH] = cash
-
-    # mark at the next bar's close; record the state the next observation shows
-    held_value = basis = 0.0
-    for i in range(n):
-        h = state[_SHARES + i] * row[1, i]
-        weights[i] = h
-        held_value += h
-        basis += state[_SHARES + n + i]
-    equity = cash + held_value
-    scale = 1.0 / equity if equity > 0.0 else 1.0
-    out = obs_buf[nxt]
-    for i in range(n):
-        w = weights[i] * scale
-        weights[i] = w
-        out[pcol + i] = min(max(w, -10.0), 10.0)  # only near ruin
-    out[pcol + n] = min(max(cash * scale, -10.0), 10.0)
-    out[pcol + n + 1] = min(max((held_value - basis) * scale, -10.0), 10.0)
-
-    # reward: see the module docstring
-    ret = equity / state[_EQUITY] - 1.0
-    size = ret_buf.shape[0]
-    count = int(state[_RET_COUNT])
-    k = count % size
-    old = ret_buf[k]
-    ret_buf[k] = ret
-    state[_RET_SUM] += ret - old
-    state[_RET_SQ] += ret * ret - old * old
-    count += 1
-    state[_RET_COUNT] = count
-    m = min(count, size)
-    sharpe = 0.0
-    if m >= 2:
-        mean = state[_RET_SUM] / m
-        var = state[_RET_SQ] / m - mean * mean
-        sharpe = mean / sqrt(var) if var > 1e-16 else 0.0
-    if equity > state[_PEAK]:
-        state[_PEAK] = equity
-    drawdown = 1.0 - equity / state[_PEAK]
-    prev_dd = state[_PREV_DD]
-    deepening = drawdown - prev_dd if drawdown > prev_dd else 0.0
-    state[_PREV_DD] = drawdown
-    turnover = traded / equity_open if equity_open > 0.0 else 0.0
-    reward = params[4] * ret - params[5] * deepening + params[6] * sharpe - params[7] * turnover
-    state[_EQUITY] = equity
-    obs = obs_buf[nxt - window + 1 : nxt + 1].copy()
-    return (True, obs, target, weights, fills,
-            equity, ret, traded, fee, slippage_cost, turnover, drawdown, reward)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ActionMapper:
-    """Pure mapping between actions and target portfolio weights (shared by env and ensemble)."""
-
-    n_assets: int
-    allow_short: bool = False
-    max_position: float = 1.0
-    max_gross_exposure: float = 1.0
-
-    @classmethod
-    def from_config(cls, config: TradingEnvConfig) -> ActionMapper:
-        return cls(
-            n_assets=len(config.symbols),
-            allow_short=config.allow_short,
-            max_position=config.max_position,
-            max_gross_exposure=config.max_gross_exposure,
-        )
-
-    @cached_property
-    def discrete_table(self) -> np.ndarray:
-        """Weights of each discrete action, shape ``(n_actions, n_assets)``."""
-        n = self.n_assets
-        single = min(self.max_position, self.max_gross_exposure)
-        rows = [np.zeros(n)]
-        rows += list(np.eye(n) * single)
-        rows.append(np.full(n, min(self.max_gross_exposure / n, self.max_position)))
-        if self.allow_short:
-            rows += list(-np.eye(n) * single)
-        return np.asarray(rows, dtype=np.float64)
-
-    @property
-    def n_discrete(self) -> int:
-        return len(self.discrete_table)
-
-    def from_continuous(self, action: Any) -> np.ndarray:
-        """Target weights of a continuous action in ``[-1, 1]^n`` (capped, gross-normalised)."""
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (self.n_assets,):
-            a = a.reshape(self.n_assets)
-        # ufuncs, not np.clip: this runs every step and np.clip's Python wrapper dominates
-        if self.allow_short:
-            w = np.minimum(np.maximum(a, -self.max_position), self.max_position)
-            gross = sum(map(abs, w.tolist()))
-        else:
-            w = np.minimum(np.maximum((a + 1.0) * 0.5, 0.0), self.max_position)
-            gross = sum(w.tolist())  # faster than numpy for a few assets
-        if not gross < np.inf:  # NaN or inf slipped through
-            raise ValueError(f"action has non-finite values: {a}")
-        if gross > self.max_gross_exposure:
-            w *= self.max_gross_exposure / gross
-        return w
-
-    def from_discrete(self, action: Any) -> np.ndarray:
-        """Target weights of a discrete action index."""
-        return self.discrete_table[int(np.asarray(action).reshape(()))].copy()
-
-    def to_weights(self, action: Any, action_type: str) -> np.ndarray:
-        """Target weights of ``action`` for an agent whose action space is ``action_type``."""
-        if action_type == "discrete":
-            return self.from_discrete(action)
-        return self.from_continuous(action)
-
-    def to_continuous(self, weights: np.ndarray) -> np.ndarray:
-        """The continuous action whose target weights are ``weights`` (inverse of the map)."""
-        w = np.asarray(weights, dtype=np.float64)
-        a = w if self.allow_short else 2.0 * w - 1.0
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
 
 
 def basic_features(prices: pd.DataFrame, window: int = 20) -> pd.DataFrame:
@@ -401,9 +199,9 @@ class TradingEnvironment(gym.Env):
         # everything the step kernel reads, hoisted out of the pydantic models into arrays
         reward = self.config.reward_config
         if self._discrete:
-            mode = _MODE_WEIGHTS
+            mode = MODE_WEIGHTS
         else:
-            mode = _MODE_SHORT if self.config.allow_short else _MODE_LONG
+            mode = MODE_SHORT if self.config.allow_short else MODE_LONG
         self._params = np.array(
             [
                 self.config.transaction_cost,
@@ -419,7 +217,7 @@ class TradingEnvironment(gym.Env):
         )
         self._episode_length = self.config.episode_length
         self._window = self.config.window_size
-        self._state = np.zeros(_SHARES + 2 * n)
+        self._state = np.zeros(SHARES + 2 * n)
         self._ret_buf = np.zeros(reward.sharpe_window)
         self._reset_portfolio(self._t0)
 
@@ -605,7 +403,7 @@ class TradingEnvironment(gym.Env):
 
     @property
     def equity(self) -> float:
-        return float(self._state[_EQUITY])
+        return float(self._state[EQUITY])
 
     # ------------------------------------------------------------ gym API
     def _reset_portfolio(self, t: int) -> None:
@@ -615,7 +413,7 @@ class TradingEnvironment(gym.Env):
         cash = float(self.config.initial_balance)
         state = self._state
         state[:] = 0.0  # no shares, no basis, no returns yet
-        state[_CASH] = state[_EQUITY] = state[_PEAK] = cash
+        state[CASH] = state[EQUITY] = state[PEAK] = cash
         self._ret_buf[:] = 0.0
         rows = slice(t - self._window + 1, t + 1)
         self._obs_buf[rows, p:] = 0.0
@@ -648,9 +446,9 @@ class TradingEnvironment(gym.Env):
             or action.dtype not in _FAST_ACTION_DTYPES
         ):
             action = np.asarray(action, dtype=np.float64).reshape(self._action_shape)
-        # all the arithmetic is in _step_kernel (fused; see its docstring)
+        # all the arithmetic is in step_kernel (fused; see its docstring)
         (ok, obs, target, weights, fills, equity, ret, traded, fee, slippage_cost, turnover,
-         drawdown, reward) = _step_kernel(
+         drawdown, reward) = step_kernel(
             action, t, self._window, self._px, self._state, self._params, self._ret_buf,
             self._obs_buf, self._pcol,
         )  # fmt: skip

@@ -15,6 +15,7 @@ Distributed use (one pipeline task per agent type, then one ensemble task)::
 
 Each task writes ``<out_dir>/<agent_type>/model.zip`` and ``agent.json`` (agent and action type,
 validation metrics, periods, feature statistics); :func:`build_ensemble` reads them back.
+The periods and their envs are :mod:`kubetrade.rl.periods`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from kubetrade.config import load_yaml_model
-from kubetrade.errors import ConfigError, DataError
+from kubetrade.errors import ConfigError
+from kubetrade.rl.actions import ActionMapper
 from kubetrade.rl.agents import action_type_for, load_agent, make_agent
 from kubetrade.rl.config import (
     BASIC_FEATURES,
@@ -47,7 +49,8 @@ from kubetrade.rl.ensemble import (
     buy_and_hold_metrics,
     run_episode,
 )
-from kubetrade.rl.env import ActionMapper, TradingEnvironment, basic_features
+from kubetrade.rl.env import TradingEnvironment
+from kubetrade.rl.periods import Periods, period_env, prepare_data, split_periods
 from kubetrade.rl.progress import ProgressCallback
 
 __all__ = [
@@ -60,23 +63,6 @@ __all__ = [
     "split_periods",
     "train_single_agent",
 ]
-
-PERIOD_NAMES = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class Periods:
-    """Inclusive ``(start, end)`` ISO dates of each period; never overlapping."""
-
-    train: tuple[str, str]
-    validation: tuple[str, str]
-    test: tuple[str, str]
-
-    def __getitem__(self, name: str) -> tuple[str, str]:
-        if name not in PERIOD_NAMES:
-            raise ConfigError(f"period {name!r} is unknown; use one of {PERIOD_NAMES}")
-        value: tuple[str, str] = getattr(self, name)
-        return value
 
 
 @dataclass
@@ -105,81 +91,6 @@ def _env_cfg(value: TradingEnvConfig | str | Path | None) -> TradingEnvConfig:
 def _train_cfg(value: RLTrainingConfig | str | Path | None) -> RLTrainingConfig:
     return (
         value if isinstance(value, RLTrainingConfig) else load_yaml_model(RLTrainingConfig, value)
-    )
-
-
-def prepare_data(
-    env_config: TradingEnvConfig,
-    prices: pd.DataFrame | None = None,
-    features: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Prices of the configured symbols up to ``end_date`` (earlier history kept for look-back)
-    and their features (default :func:`basic_features`, computed on that whole history)."""
-    from kubetrade.data.sources import load_embedded, select
-
-    if prices is None:
-        prices = load_embedded()
-    prices = select(prices, env_config.symbols, None, env_config.end_date)
-    if features is None:
-        features = basic_features(prices)
-    return prices.reset_index(drop=True), features
-
-
-def split_periods(
-    env_config: TradingEnvConfig, training_config: RLTrainingConfig, prices: pd.DataFrame
-) -> Periods:
-    """Cut the common calendar of ``start_date..end_date`` into train/validation/test."""
-    px = prices[prices["symbol"].isin(env_config.symbols)]
-    counts = px.groupby("timestamp")["symbol"].nunique()
-    calendar = pd.DatetimeIndex(counts.index[counts == len(env_config.symbols)]).sort_values()
-    if env_config.start_date:
-        calendar = calendar[calendar >= pd.Timestamp(env_config.start_date, tz="UTC")]
-    if env_config.end_date:
-        calendar = calendar[calendar <= pd.Timestamp(env_config.end_date, tz="UTC")]
-    n, split = len(calendar), training_config.split
-    v0 = int(n * (1.0 - split.validation_fraction - split.test_fraction))
-    t0 = int(n * (1.0 - split.test_fraction))
-    if split.validation_start:
-        v0 = int(calendar.searchsorted(pd.Timestamp(split.validation_start, tz="UTC")))
-    if split.test_start:
-        t0 = int(calendar.searchsorted(pd.Timestamp(split.test_start, tz="UTC")))
-    minimum = 3
-    if v0 < minimum or t0 - v0 < minimum or n - t0 < minimum:
-        raise DataError(
-            f"{n} common bars in {env_config.start_date}..{env_config.end_date} for "
-            f"{env_config.symbols} give train/validation/test of {v0}/{t0 - v0}/{n - t0} bars; "
-            f"each needs >= {minimum}: widen the dates or change split"
-        )
-
-    def day(i: int) -> str:
-        return f"{calendar[i]:%Y-%m-%d}"
-
-    return Periods(
-        train=(day(0), day(v0 - 1)),
-        validation=(day(v0), day(t0 - 1)),
-        test=(day(t0), day(n - 1)),
-    )
-
-
-def _period_env(
-    env_config: TradingEnvConfig,
-    prices: pd.DataFrame,
-    features: pd.DataFrame,
-    period: tuple[str, str],
-    action_type: str,
-    training: bool = False,
-    feature_stats: tuple[Any, Any] | None = None,
-) -> TradingEnvironment:
-    # evaluation envs run the whole period; only training uses random-start episodes
-    return TradingEnvironment.from_config(
-        env_config,
-        prices=prices,
-        features=features,
-        feature_stats=feature_stats,
-        start_date=period[0],
-        end_date=period[1],
-        action_type=action_type,
-        episode_length=env_config.episode_length if training else None,
     )
 
 
@@ -221,9 +132,9 @@ def train_single_agent(
     prices, features = prepare_data(env_cfg, prices, features)
     periods = split_periods(env_cfg, train_cfg, prices)
     action_type = action_type_for(agent_type, env_cfg.action_type)
-    train_env = _period_env(env_cfg, prices, features, periods.train, action_type, training=True)
+    train_env = period_env(env_cfg, prices, features, periods.train, action_type, training=True)
     stats = train_env.feature_stats
-    val_env = _period_env(env_cfg, prices, features, periods.validation, action_type, False, stats)
+    val_env = period_env(env_cfg, prices, features, periods.validation, action_type, False, stats)
 
     agent_dir = Path(out_dir or train_cfg.output_dir) / agent_type
     agent_dir.mkdir(parents=True, exist_ok=True)
@@ -306,8 +217,8 @@ def choose_combination(
     it; on a tie the earlier candidate in :data:`COMBINATIONS` order wins."""
     prices, features = prepare_data(env_cfg, prices, features)
     periods = split_periods(env_cfg, train_cfg, prices)
-    stats = _period_env(env_cfg, prices, features, periods.train, "continuous").feature_stats
-    env = _period_env(env_cfg, prices, features, periods.validation, "continuous", False, stats)
+    stats = period_env(env_cfg, prices, features, periods.train, "continuous").feature_stats
+    env = period_env(env_cfg, prices, features, periods.validation, "continuous", False, stats)
     mapper = ActionMapper.from_config(env_cfg)
     scores: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
@@ -414,10 +325,10 @@ def evaluate_ensemble(
     env_cfg, train_cfg = _env_cfg(env_config), _train_cfg(training_config)
     prices, features = prepare_data(env_cfg, prices, features)
     periods = split_periods(env_cfg, train_cfg, prices)
-    stats = _period_env(env_cfg, prices, features, periods.train, "continuous").feature_stats
+    stats = period_env(env_cfg, prices, features, periods.train, "continuous").feature_stats
 
     def test_env(action_type: str) -> TradingEnvironment:
-        return _period_env(env_cfg, prices, features, periods.test, action_type, False, stats)
+        return period_env(env_cfg, prices, features, periods.test, action_type, False, stats)
 
     env = test_env("continuous")
     episodes = [
@@ -462,7 +373,7 @@ class RLTrainingPipeline:
         environment_config: ``trading_env.yaml`` path or a :class:`TradingEnvConfig`.
         training_config: ``rl_training.yaml`` path or a :class:`RLTrainingConfig`.
         prices: canonical OHLCV table (default: embedded data).
-        features: long feature frame (default: :func:`basic_features`).
+        features: long feature frame (default: :func:`~kubetrade.rl.env.basic_features`).
         output_dir: where agents and the ensemble are saved (default ``output_dir`` of the
             training config).
     """
@@ -491,7 +402,7 @@ class RLTrainingPipeline:
         stats = None
         if period != "train":
             stats = self.make_env("train", "continuous").feature_stats
-        return _period_env(
+        return period_env(
             self.env_config, self.prices, self.features, bounds, action, period == "train", stats
         )
 

@@ -1,4 +1,4 @@
-"""The windows the trainer consumes (re-exported from :mod:`kubetrade.data.splits`).
+"""The windows the trainer consumes (re-exported from :mod:`kubetrade.data.windows`).
 
 A :class:`WindowSet` is one split: ``X`` (N, L, F) float32 windows whose last bar is at
 ``timestamps[i]`` for ``symbols[i]``; ``y_cls`` (N,) int64 labels in
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 # one window format for the whole project: the split step writes it, the trainer reads it
-from kubetrade.data.splits import DatasetBundle, WindowSet, save_bundle
-from kubetrade.data.splits import load_bundle as _load_bundle
+from kubetrade.data.windows import DatasetBundle, WindowSet, save_bundle
+from kubetrade.data.windows import load_bundle as _load_bundle
 from kubetrade.errors import SplitError, TrainingError
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 
 
 def load_bundle(path: str | Path) -> DatasetBundle:
-    """:func:`kubetrade.data.splits.load_bundle`, with a truncated or foreign file (not a
+    """:func:`kubetrade.data.windows.load_bundle`, with a truncated or foreign file (not a
     zip, a missing array, a bad dtype) as one :class:`SplitError` line instead of a
     ``BadZipFile`` / ``KeyError`` traceback."""
     import zipfile
@@ -116,13 +116,7 @@ def synthetic_bundle(
             start = bounds[i] + i * gap
             per_split[split].append(windows.take(slice(start, bounds[i + 1] + i * gap)))
     names = [f"f{i}" for i in range(n_features)]
-    merged = {
-        split: WindowSet(
-            **{n: np.concatenate([getattr(w, n) for w in parts]) for n in _ARRAYS},
-            feature_names=names,
-        )
-        for split, parts in per_split.items()
-    }
+    merged = {split: WindowSet.concat(parts, names) for split, parts in per_split.items()}
     return DatasetBundle(
         train=merged["train"], val=merged["val"], test=merged["test"], feature_names=names
     )
@@ -138,7 +132,7 @@ def bundle_fingerprint(bundle: DatasetBundle) -> str:
 
     digest = hashlib.sha256()
     for split in (bundle.train, bundle.val, bundle.test):
-        for name in ("X", "y_cls", "y_reg", "timestamps", "symbols"):
+        for name in _ARRAYS:
             arr = np.ascontiguousarray(np.asarray(getattr(split, name)))
             digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
             digest.update(arr.astype(str).tobytes() if arr.dtype == object else arr.tobytes())

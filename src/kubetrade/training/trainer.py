@@ -9,6 +9,12 @@ early-stopping / scheduler decision. Only rank 0 writes files, logs or prints.
 Loss: ``w_cls * CE(logits, label) + w_reg * MSE(pred / s, y / s)`` where ``s`` is the train
 std of the forward return, so both terms are O(1) (raw daily returns are ~1e-2 and their
 MSE ~1e-4 would otherwise vanish next to the cross-entropy).
+
+Why this module is long: :class:`Trainer` is one class (~400 lines) whose parts -- batches,
+loss, epoch, validation, snapshot save/resume with the RNG state, fault injection -- share
+its state and read best together, as in minGPT-ddp's trainer; the process-group setup,
+seeding and collectives are already :mod:`kubetrade.training.distributed`, and what remains
+outside the class (precision choice, batch augmentation, :func:`fit`) is small.
 """
 
 from __future__ import annotations
@@ -614,7 +620,7 @@ def fit(
     if cap is not None and len(train) > cap:
         order = np.argsort(np.asarray(train.timestamps), kind="stable")
         keep = np.sort(order[-cap:])
-        train = train.take(keep) if hasattr(train, "take") else train
+        train = train.take(keep)
     trainer = Trainer(
         model,
         cfg,

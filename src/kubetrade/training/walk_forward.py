@@ -141,7 +141,7 @@ def evaluate_fold(
     Returns a JSON-able dict: the fold's periods, per-model metrics and the per-timestamp
     return series and per-window hits that :func:`aggregate_folds` bootstraps.
     """
-    from kubetrade.data.splits import WindowSet
+    from kubetrade.data.windows import WindowSet
     from kubetrade.training.evaluation import ModelEvaluator, predict, signal_returns
 
     lo, hi = fold.test_period
@@ -154,14 +154,7 @@ def evaluate_fold(
     # rolling-origin training windows for the baselines: any split, decision bar <= train end
     pool = [bundle.train, bundle.val, bundle.test]
     parts = [ws.take(np.flatnonzero(_naive(ws.timestamps) <= fold.train_period[1])) for ws in pool]
-    train = WindowSet(
-        X=np.concatenate([p.X for p in parts]),
-        y_cls=np.concatenate([p.y_cls for p in parts]),
-        y_reg=np.concatenate([p.y_reg for p in parts]),
-        timestamps=np.concatenate([p.timestamps for p in parts]),
-        symbols=np.concatenate([p.symbols for p in parts]),
-        feature_names=bundle.test.feature_names,
-    )
+    train = WindowSet.concat(parts, bundle.test.feature_names)
     if len(train) == 0:
         raise TrainingError(f"fold {fold.index}: no training windows before its purge gap")
     hybrid_end = _naive(bundle.train.timestamps).max()
