@@ -13,7 +13,6 @@ The app is assembled here from one module per command group (``kubetrade.cli.<mo
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
@@ -102,7 +101,3 @@ def main(argv: list[str] | None = None) -> int:
         error(f"{format_message()}{hint}")
         return exit_code
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
