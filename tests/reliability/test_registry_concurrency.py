@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetrade.registry.champion import LOCK_SUFFIX, REGISTRATION_TAG
+from kubetrade.registry.champion import REGISTRATION_TAG
+from kubetrade.registry.store import LOCK_SUFFIX
 
 N = 8
 SHARPES = [0.3, 1.7, 0.9, 1.1, 0.2, 1.4, 0.6, 0.8]  # the best is not the last to start

@@ -431,7 +431,7 @@ def test_lock_of_a_killed_local_registration_is_broken_at_once_with_a_message(
     import sys
     import time
 
-    from kubetrade.registry.champion import LOCK_SUFFIX
+    from kubetrade.registry.store import LOCK_SUFFIX
 
     uri, client, exp = store
     a = make_export(client, exp, uri, tmp_path / "a", 0.8)

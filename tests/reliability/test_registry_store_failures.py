@@ -20,7 +20,7 @@ import pytest
 
 from kubetrade.errors import RegistryError
 from kubetrade.registry import register_challenger, sha256_file
-from kubetrade.registry.champion import LOCK_SUFFIX
+from kubetrade.registry.store import LOCK_SUFFIX
 
 DR = {"kubetrade.test_period": "2012-01-03..2013-03-01", "kubetrade.symbols": "AAPL,IBM"}
 HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")

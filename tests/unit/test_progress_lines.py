@@ -22,3 +22,36 @@ def test_trial_progress_prints_count_best_and_eta(capsys: pytest.CaptureFixture[
     assert all(line.split()[4] == "COMPLETE" for line in lines), out
     assert "ETA" in lines[0] and "ETA" not in lines[-1]
     assert f"best {study.best_value:.4g}" in lines[-1]
+
+
+def test_run_console_keeps_task_and_kubetrade_lines_and_strips_colour(tmp_path) -> None:
+    """``kubetrade run``'s console tee (kubetrade.pipeline.progress): kfp's coloured task lines
+    become one short line each, library chatter goes to the log only; verbose shows all."""
+    import io
+
+    from kubetrade.pipeline.progress import ProgressTee
+
+    lines = [
+        "\x1b[32mINFO - Executing task 'ingest-op'\x1b[0m",
+        "INFO - Task 'ingest-op' finished with status \x1b[32mSUCCESS\x1b[0m",
+        "    [kubetrade] validate: quality 1.00",
+        "some library chatter",
+    ]
+    console = io.StringIO()
+    tee = ProgressTee(tmp_path / "pipeline.log", console, verbose=False)
+    tee.write("\n".join(lines) + "\npartial line without newline")
+    tee.close()
+    assert console.getvalue().splitlines() == [
+        "▶ ingest-op",
+        "  Task 'ingest-op' finished with status SUCCESS",
+        "  validate: quality 1.00",
+    ]
+    log = (tmp_path / "pipeline.log").read_text(encoding="utf-8")
+    assert "some library chatter" in log and log.endswith("partial line without newline")
+
+    loud = io.StringIO()
+    tee = ProgressTee(tmp_path / "verbose.log", loud, verbose=True)
+    tee.write("\n".join(lines) + "\n")
+    tee.close()
+    assert loud.getvalue().splitlines()[-1] == "some library chatter"
+    assert "\x1b[" not in loud.getvalue()

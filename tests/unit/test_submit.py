@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import kubetrade.k8s.submit as submit_mod
+import kubetrade.k8s.submit.client as submit_client
 from kubetrade.k8s.submit import SubmitError, submit_pipeline
 
 
@@ -43,7 +44,7 @@ def package(tmp_path):
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch):
-    monkeypatch.setattr(submit_mod.time, "sleep", lambda s: None)
+    monkeypatch.setattr(submit_client.time, "sleep", lambda s: None)
 
 
 def test_wait_succeeds_and_passes_arguments(package):

@@ -6,12 +6,16 @@ subprocess in this environment) and calls the pipeline function. On failure it
 raises a one-line :class:`~kubetrade.errors.KubetradeError` naming the failed
 step and the cause, and removes the run's partial outputs (the error and the
 log stay, in ``FAILED.json``).
+
+``run_pipeline`` is ``kubetrade run`` without the console: the run root and data preflight
+before any run folder exists, then ``run_local``, discarding a half-written run folder on an
+OS error. ``summary_rows`` / ``artifact_path`` / ``report_paths`` read a finished run's
+outputs for the summary. The console progress lines are :mod:`kubetrade.pipeline.progress`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -20,19 +24,32 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from kubetrade.errors import KubetradeError
 from kubetrade.pipeline.component_runtime import ERROR_FILE_ENV
+from kubetrade.pipeline.progress import ANSI, ProgressTee
 from kubetrade.pipeline.run_form import BASE_CONFIG_ENV, RunParams, params_from_run
 from kubetrade.pipeline.steps import RunConfig
 from kubetrade.process import pid_alive
 
-__all__ = ["RunResult", "run_local", "compile_pipeline", "PipelineRunError"]
+__all__ = [
+    "RunResult",
+    "run_local",
+    "run_pipeline",
+    "compile_pipeline",
+    "PipelineRunError",
+    "check_run_root",
+    "preflight_data",
+    "discard_run_folder",
+    "summary_rows",
+    "artifact_path",
+    "report_paths",
+]
 
 
 class PipelineRunError(KubetradeError):
@@ -44,6 +61,10 @@ class RunResult:
     run_dir: Path
     seconds: float
     outputs: dict[str, Any] = field(default_factory=dict)
+
+
+#: the old private name (tests/unit/test_run_summary.py); use progress.ProgressTee
+_ProgressTee = ProgressTee
 
 
 def _new_run_dir(run_root: Path) -> Path:
@@ -83,63 +104,154 @@ def _collect_outputs(run_dir: Path) -> dict[str, Any]:
     return outputs
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# ------------------------------------------------------------------- a run, as `kubetrade run`
 
 
-_EPOCH_KEYS = ("val_loss", "val_accuracy", "val_fold_mean_sharpe_ratio")
+def with_run_root(run: RunConfig, run_root: str | Path | None) -> RunConfig:
+    """``run`` with ``pipeline.run_root`` replaced: the run folders *and* the MLflow store
+    (``<run_root>/mlflow.db``) move; ``None`` keeps the config's."""
+    if run_root is None:
+        return run
+    return run.model_copy(
+        update={"pipeline": run.pipeline.model_copy(update={"run_root": str(run_root)})}
+    )
 
 
-def _epoch_summary(line: str) -> str:
-    """``epoch=2/6 ... val_loss=0.85 ... seconds=1.5`` -> ``epoch 2/6 val_loss=0.85 ... (1.5 s)``."""
-    fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
-    shown = " ".join(f"{k}={fields[k]}" for k in _EPOCH_KEYS if k in fields)
-    took = f" ({fields['seconds']} s)" if "seconds" in fields else ""
-    return f"epoch {fields.get('epoch', '?')} {shown}{took}".replace("  ", " ")
+def check_run_root(root: Path) -> None:
+    """Refuse a run root that cannot be created or written (checked before any work)."""
+    import errno
+
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory ({os.strerror(errno.ENOTDIR)})"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable ({os.strerror(errno.EACCES)})"
+    if problem:
+        raise KubetradeError(
+            f"run_root {root} cannot be used: {problem}; choose a writable run_root in "
+            "config/pipeline.yaml or --run-root"
+        )
 
 
-class _ProgressTee(io.TextIOBase):
-    """Stands in for sys.stdout during a run: everything goes to ``pipeline.log``;
-    the console gets one line per task start/finish and kubetrade's own step lines
-    (or everything, with ``verbose``)."""
+def preflight_data(run: RunConfig) -> Any:
+    """Load the configured data and run the quality gate the validate step runs, plus the
+    checks that need the training config (enough bars per symbol and for the split).
+    Returns the quality report; raises a one-line KubetradeError on any problem."""
+    from kubetrade.data.quality import DataQualityValidator, ensure_enough_history, ensure_quality
+    from kubetrade.data.splits import TimeSeriesSplitter
+    from kubetrade.pipeline.steps import load_market_data
 
-    def __init__(self, log_path: Path, console: TextIO, verbose: bool) -> None:
-        self._log = log_path.open("a", encoding="utf-8")
-        self._console = console
-        self._verbose = verbose
-        self._buf = ""
+    df = load_market_data(run.pipeline)  # unknown symbols / dates / unreadable files
+    report = ensure_quality(df, DataQualityValidator.from_config(run.pipeline.quality))
+    d = run.training.data
+    ensure_enough_history(
+        df,
+        d.sequence_length + d.prediction_horizon,
+        f"(data.sequence_length {d.sequence_length} + prediction_horizon "
+        f"{d.prediction_horizon}) to build one training window",
+    )
+    TimeSeriesSplitter.from_config(run.training).periods(df)  # enough bars for the split
+    return report
 
-    def write(self, s: str) -> int:
-        self._log.write(s)
-        self._buf += s
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
-            self._emit(_ANSI.sub("", line))
-        return len(s)
 
-    def _emit(self, line: str) -> None:
-        text = line.strip()
-        if self._verbose:
-            self._console.write(line + "\n")
-        elif "[kubetrade]" in text:
-            self._console.write("  " + text.split("[kubetrade]", 1)[1].strip() + "\n")
-        elif text.startswith("epoch="):  # the trainer's per-epoch line (Katib's StdOut format)
-            self._console.write("  train: " + _epoch_summary(text) + "\n")
-        elif "Executing task" in text:
-            self._console.write("▶ " + text.split("Executing task", 1)[1].strip(" '") + "\n")
-        elif "finished with status" in text and "Task" in text:
-            self._console.write("  " + text.split(" - ", 2)[-1].strip() + "\n")
-        else:
-            return
-        self._console.flush()
+def discard_run_folder(root: Path, exc: OSError) -> None:
+    """After an OS error mid-run, remove the half-written run folder the error points into
+    (only a run folder, ``<UTC stamp>[-n]``; never the shared MLflow store beside it)."""
+    if not exc.filename:
+        return
+    try:
+        relative = Path(exc.filename).resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return
+    if len(relative.parts) > 1 and re.fullmatch(r"\d{8}T\d{6}Z(-\d+)?", relative.parts[0]):
+        folder = root / relative.parts[0]
+        if not (folder / "SUCCEEDED").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def flush(self) -> None:
-        self._log.flush()
-        self._console.flush()
 
-    def close(self) -> None:
-        if self._buf:
-            self._log.write(self._buf)
-        self._log.close()
+def run_pipeline(
+    run: RunConfig,
+    run_root: str | Path | None = None,
+    verbose: bool = False,
+    on_ready: Callable[[RunConfig, Any], None] | None = None,
+) -> RunResult:
+    """What ``kubetrade run`` does, callable from Python: check the run root and the data
+    first (every input problem ends with one line before any run folder exists; the
+    pipeline's own validate step still runs, it is what gates a cluster run), call
+    ``on_ready(run, quality_report)``, then :func:`run_local`. An OS error mid-run (disk
+    full, permissions changed) removes the half-written run folder and raises one line."""
+    run = with_run_root(run, run_root)
+    root = Path(run.pipeline.run_root)
+    check_run_root(root)
+    report = preflight_data(run)
+    if on_ready is not None:
+        on_ready(run, report)
+    try:
+        return run_local(run, root, verbose=verbose)
+    except OSError as exc:
+        discard_run_folder(root, exc)
+        where = exc.filename or root
+        raise KubetradeError(
+            f"cannot write {where} ({exc.strerror or exc}); free disk space or choose a "
+            "writable run_root in config/pipeline.yaml or --run-root"
+        ) from None
+
+
+#: the pipeline's tasks in DAG order (the summary table keeps it; others follow, by finish time)
+TASK_ORDER = (
+    "ingest", "validate", "features", "split", "tune", "train", "evaluate", "export",
+    "rl-agent", "ensemble", "backtest", "summary", "register",
+)  # fmt: skip
+
+
+def summary_rows(run_dir: Path, outputs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(task name, metrics)`` in pipeline order; an RL task is named by its agent
+    (``rl-agent sac``), another loop task by its iteration (``fold 2``)."""
+    rows = []
+    for key, info in outputs.items():
+        parts = Path(key).parts
+        base = parts[-1].removesuffix("-op")
+        name = base
+        loop = re.fullmatch(r"for-loop-\d+-iteration-(\d+)", parts[0]) if len(parts) > 1 else None
+        found = sorted(Path(run_dir).glob(f"*/{key}/executor_output.json"))
+        mtime = found[0].stat().st_mtime if found else 0.0
+        if base == "rl-agent" and found:
+            executor = json.loads(found[0].read_text(encoding="utf-8"))
+            for entry in executor.get("artifacts", {}).get("agent", {}).get("artifacts", []):
+                agent = entry.get("metadata", {}).get("agent_type")
+                name = f"rl-agent {agent}" if agent else name
+        if name == base and loop is not None:
+            name = f"{base} {int(loop.group(1)) + 1}"
+        rank = TASK_ORDER.index(base) if base in TASK_ORDER else len(TASK_ORDER)
+        rows.append((rank, mtime, name, info["metrics"]))
+    rows.sort(key=lambda r: (r[0], r[1] if r[0] == len(TASK_ORDER) else 0.0, r[2]))
+    return [(name, metrics) for _, _, name, metrics in rows]
+
+
+def artifact_path(outputs: dict[str, Any], task: str, artifact: str) -> str | None:
+    """The local path of ``task``'s output ``artifact`` (``task`` as kfp names it:
+    ``summary-op``), or None."""
+    for key, info in outputs.items():
+        if Path(key).name == task and artifact in info["artifacts"]:
+            return str(info["artifacts"][artifact]).removeprefix("file://")
+    return None
+
+
+def report_paths(outputs: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(label, path)`` of the run's HTML reports that exist: model evaluation, backtest,
+    data quality."""
+    return [
+        (label, path)
+        for label, task, artifact in (
+            ("model evaluation", "evaluate-op", "report"),
+            ("backtest", "backtest-op", "report"),
+            ("data quality", "validate-op", "data_docs"),
+        )
+        if (path := artifact_path(outputs, task, artifact))
+    ]
 
 
 def run_local(
@@ -175,7 +287,7 @@ def run_local(
         raise_on_error=True,
     )
     start = time.perf_counter()
-    tee = _ProgressTee(run_dir / "pipeline.log", sys.stderr, verbose)
+    tee = ProgressTee(run_dir / "pipeline.log", sys.stderr, verbose)
     try:
         with _root_logger_restored(), contextlib.redirect_stdout(tee), warnings.catch_warnings():
             # expected here: display names and our base image are no-ops locally
@@ -279,7 +391,7 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
         message = info["message"]
         step = info["step"]
     else:  # a crash, not a user error: name the task and the exception from its log
-        text = _ANSI.sub("", str(exc))
+        text = ANSI.sub("", str(exc))
         task = re.search(r"Inner task failed: '([^']+)'", text)
         step = task.group(1) if task else "pipeline"
         log = run_dir / "pipeline.log"
@@ -297,7 +409,7 @@ def _fail(run_dir: Path, error_file: Path, exc: BaseException) -> None:
         error_file.unlink()
     with contextlib.suppress(OSError):
         (run_dir / PID_FILE).unlink()
-    from kubetrade.registry.champion import redact
+    from kubetrade.registry.store import redact
 
     message = redact(message)
     (run_dir / "FAILED.json").write_text(

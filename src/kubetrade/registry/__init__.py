@@ -15,20 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetrade.registry.champion import (
-    Promotion,
-    bounded_http,
-    git_commit,
-    register_challenger,
-    sha256_file,
-    verify_sha256,
-)
+from kubetrade.registry.champion import Promotion, register_challenger
 from kubetrade.registry.hybrid import (
     read_export_info,
     read_oos_metric,
     register_export,
     write_export_info,
 )
+from kubetrade.registry.provenance import git_commit, sha256_file, verify_sha256
+from kubetrade.registry.store import bounded_http
 
 __all__ = [
     "Promotion",

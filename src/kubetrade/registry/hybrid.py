@@ -22,15 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kubetrade.errors import RegistryError
-from kubetrade.registry.champion import (
-    Promotion,
-    _one_line,
-    git_commit,
-    redact,
-    register_challenger,
-    sha256_file,
-    verify_sha256,
-)
+from kubetrade.registry.champion import Promotion, register_challenger
+from kubetrade.registry.provenance import git_commit, sha256_file, verify_sha256
+from kubetrade.registry.store import one_line, redact
 
 __all__ = [
     "DEFAULT_HYBRID_NAME",
@@ -155,7 +149,7 @@ def _run_link(client: Any, run_id: str, metric: str, value: float, uri: str) -> 
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise RegistryError(
-            f"the export's run {run_id} is not in the store {redact(uri)} ({_one_line(exc)}); register "
+            f"the export's run {run_id} is not in the store {redact(uri)} ({one_line(exc)}); register "
             "against the store the run was tracked in (--tracking-uri)"
         ) from exc
     logged = run.data.metrics.get(f"test_{metric}")
@@ -218,7 +212,7 @@ def register_export(
         client = MlflowClient(uri)
     except Exception as exc:  # noqa: BLE001 - a bad URI/store: one line
         raise RegistryError(
-            f"cannot open the MLflow store {redact(uri)} ({_one_line(exc)})"
+            f"cannot open the MLflow store {redact(uri)} ({one_line(exc)})"
         ) from exc
     model_uri, run_id = str(info["model_uri"]), str(info["run_id"])
     if not model_uri.startswith("models:/m-"):

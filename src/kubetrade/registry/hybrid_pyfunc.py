@@ -23,14 +23,8 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 from kubetrade.errors import RegistryError
-from kubetrade.registry.champion import (
-    _one_line,
-    _retry,
-    bounded_http,
-    global_tracking_uri,
-    redact,
-    sha256_file,
-)
+from kubetrade.registry.provenance import sha256_file
+from kubetrade.registry.store import bounded_http, global_tracking_uri, one_line, redact, retry
 
 __all__ = ["HybridPyfunc", "log_hybrid", "inspect_logged_hybrid", "HYBRID_CODE"]
 
@@ -123,7 +117,7 @@ def log_hybrid(
 
     del export_dir  # the files are named explicitly; kept for the call sites' readability
     with bounded_http(120, 1):
-        return _retry(log, "log the hybrid model", tracking_uri, attempts, backoff_s)
+        return retry(log, "log the hybrid model", tracking_uri, attempts, backoff_s)
 
 
 def inspect_logged_hybrid(
@@ -141,7 +135,7 @@ def inspect_logged_hybrid(
             global_tracking_uri(tracking_uri),
             bounded_http(60, 1),
         ):
-            local = _retry(
+            local = retry(
                 lambda: Path(
                     mlflow.artifacts.download_artifacts(
                         artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri
@@ -180,7 +174,7 @@ def inspect_logged_hybrid(
     except Exception as exc:  # noqa: BLE001 - one line for the user
         raise RegistryError(
             f"could not read back {model_uri} from {redact(tracking_uri)} to verify it "
-            f"({_one_line(exc)}); check the store and rerun"
+            f"({one_line(exc)}); check the store and rerun"
         ) from exc
     if (
         set(flavors) != {"python_function"}

@@ -43,17 +43,9 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from kubetrade.errors import RegistryError
-from kubetrade.registry.champion import (
-    Promotion,
-    _one_line,
-    _retry,
-    bounded_http,
-    git_commit,
-    global_tracking_uri,
-    redact,
-    register_challenger,
-    sha256_file,
-)
+from kubetrade.registry.champion import Promotion, register_challenger
+from kubetrade.registry.provenance import git_commit, sha256_file
+from kubetrade.registry.store import bounded_http, global_tracking_uri, one_line, redact, retry
 
 __all__ = [
     "DEFAULT_RL_NAME",
@@ -263,7 +255,7 @@ def log_rl_ensemble(
         return str(info.model_uri)
 
     with bounded_http(http_timeout_s, 1):
-        return _retry(log, "log the RL ensemble", tracking_uri, attempts, backoff_s)
+        return retry(log, "log the RL ensemble", tracking_uri, attempts, backoff_s)
 
 
 def _logged_sha256(model_uri: str, tracking_uri: str) -> tuple[dict[str, str], str | None]:
@@ -367,7 +359,7 @@ def register_rl_ensemble(
     except Exception as exc:  # noqa: BLE001 - one line for the user
         raise RegistryError(
             f"could not read back {model_uri} from {redact(tracking_uri)} to verify it "
-            f"({_one_line(exc)}); check the tracking server and rerun"
+            f"({one_line(exc)}); check the tracking server and rerun"
         ) from exc
     if stored != local:
         changed = sorted(k for k in set(local) | set(stored) if local.get(k) != stored.get(k))

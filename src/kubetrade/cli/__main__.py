@@ -1,0 +1,5 @@
+import sys
+
+from kubetrade.cli import main
+
+sys.exit(main())
