@@ -497,7 +497,7 @@ def test_file_corrupted_after_the_preflight_fails_the_ingest_step_and_keeps_the_
 
     from mlflow import MlflowClient
 
-    import kubetrade.cli as cli
+    from kubetrade.pipeline import runner
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "model").mkdir()
@@ -506,14 +506,14 @@ def test_file_corrupted_after_the_preflight_fails_the_ingest_step_and_keeps_the_
 
     path = tmp_path / "prices.parquet"
     clean.to_parquet(path, index=False)
-    real_preflight = cli._preflight_data
+    real_preflight = runner.preflight_data
 
     def preflight_then_truncate(cfg: Any) -> Any:
         report = real_preflight(cfg)
         path.write_bytes(path.read_bytes()[:300])
         return report
 
-    monkeypatch.setattr(cli, "_preflight_data", preflight_then_truncate)
+    monkeypatch.setattr(runner, "preflight_data", preflight_then_truncate)
     cfg = pipeline_config(tmp_path, source={"type": "files", "paths": [str(path)]})
     result = run_cli(["--config", str(cfg)], capsys)
 

@@ -238,8 +238,8 @@ def test_run_root_option_moves_the_mlflow_store(tmp_path, monkeypatch, capsys):
         return runner.RunResult(run_dir=Path(run_root) / "fake", seconds=0.0)
 
     monkeypatch.setattr(runner, "run_local", fake_run_local)
-    monkeypatch.setattr("kubetrade.cli._print_summary", lambda result: None)
-    monkeypatch.setattr("kubetrade.cli._preflight_data", lambda cfg: _Report())
+    monkeypatch.setattr("kubetrade.cli.pipeline.print_summary", lambda result: None)
+    monkeypatch.setattr(runner, "preflight_data", lambda cfg: _Report())
     cfg = repo_config(tmp_path)
     rc, err = cli(capsys, "run", "--config", str(cfg), "--run-root", str(tmp_path / "X"))
     assert rc == 0, err

@@ -7,8 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from kubetrade.cli import _print_summary, out, summary_rows
-from kubetrade.pipeline.runner import RunResult, _collect_outputs
+from kubetrade.cli.common import out
+from kubetrade.cli.pipeline import print_summary
+from kubetrade.pipeline.runner import RunResult, _collect_outputs, summary_rows
 
 
 def _task(pipeline: Path, key: str, metrics: dict, mtime: float, **artifacts: dict) -> None:
@@ -44,7 +45,7 @@ def test_rows_keep_pipeline_order_and_name_agents(tmp_path: Path) -> None:
     assert not any("for-loop" in n for n in names)
 
     with out.capture() as captured:
-        _print_summary(RunResult(run_dir=tmp_path, seconds=12.0, outputs=outputs))
+        print_summary(RunResult(run_dir=tmp_path, seconds=12.0, outputs=outputs))
     text = captured.get()
     assert f"summary: {pipe / 'summary-op' / 'summary'}" in text
     assert f"backtest {pipe / 'backtest-op' / 'report'}" in text
@@ -54,10 +55,10 @@ def test_rows_keep_pipeline_order_and_name_agents(tmp_path: Path) -> None:
 def test_console_shows_each_training_epoch_in_one_short_line(tmp_path: Path) -> None:
     import io
 
-    from kubetrade.pipeline.runner import _ProgressTee
+    from kubetrade.pipeline.progress import ProgressTee
 
     console = io.StringIO()
-    tee = _ProgressTee(tmp_path / "pipeline.log", console, verbose=False)
+    tee = ProgressTee(tmp_path / "pipeline.log", console, verbose=False)
     tee.write("    [kubetrade] train: started\n")
     tee.write("    epoch=2/6 train_loss=1.04 val_loss=0.852756 val_accuracy=0.394781 "
               "val_sharpe_ratio=1.39 val_fold_mean_sharpe_ratio=1.45735 lr=0.00093 seconds=1.5\n")  # fmt: skip

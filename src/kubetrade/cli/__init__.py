@@ -13,8 +13,6 @@ The app is assembled here from one module per command group (``kubetrade.cli.<mo
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from kubetrade.cli.cluster import compile_, submit
@@ -26,7 +24,7 @@ from kubetrade.cli.serving import monitor, serve
 from kubetrade.cli.training import train, tune
 from kubetrade.errors import KubetradeError
 
-__all__ = ["app", "main", "console", "out", "redact", "summary_rows"]
+__all__ = ["app", "main", "console", "out", "print_summary", "redact"]
 
 app = typer.Typer(
     name="kubetrade",
@@ -51,18 +49,6 @@ app.command("check-config")(check_config)
 app.command()(register)
 app.command()(serve)
 app.command()(monitor)
-
-#: the old private name (tests/unit/test_run_summary.py imports it)
-_print_summary = print_summary
-
-
-def __getattr__(name: str) -> Any:
-    # the summary rows moved to the runner; imported on use (the runner imports pandas)
-    if name == "summary_rows":
-        from kubetrade.pipeline.runner import summary_rows
-
-        return summary_rows
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

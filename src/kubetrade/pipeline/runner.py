@@ -63,10 +63,6 @@ class RunResult:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-#: the old private name (tests/unit/test_run_summary.py); use progress.ProgressTee
-_ProgressTee = ProgressTee
-
-
 def _new_run_dir(run_root: Path) -> Path:
     """A new run folder ``<UTC stamp>[-n]``; ``mkdir`` without ``exist_ok`` is the atomic
     claim, so runs started in the same second get different folders."""

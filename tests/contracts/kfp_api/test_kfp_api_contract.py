@@ -35,7 +35,7 @@ def _clean_env(monkeypatch, tmp_path):
                 "KF_PIPELINES_ENDPOINT"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(sm, "SA_NAMESPACE_PATH", str(tmp_path / "no-namespace"))
+    monkeypatch.setattr(sm.auth, "SA_NAMESPACE_PATH", str(tmp_path / "no-namespace"))
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp reads ~/.config/kfp/context.json
     warnings.simplefilter("ignore")
 
