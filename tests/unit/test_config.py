@@ -119,3 +119,70 @@ def test_cli_bad_config_is_one_line_nonzero(tmp_path):
 
 
 # The config fuzz tests live in tests/reliability/test_config_fuzz.py.
+
+
+def test_pipeline_yaml_keeps_the_old_step_literals():
+    """config/pipeline.yaml's backtest, gate tolerance and RL features are the values the
+    steps once wrote as literals, so the seeded numbers do not move."""
+    pipe = load_pipeline_config("config/pipeline.yaml")
+    bt = pipe.backtest
+    assert (bt.initial_capital, bt.transaction_costs, bt.slippage) == (100_000, 0.001, 0.0005)
+    assert (bt.max_position_size, bt.stop_loss_pct, bt.take_profit_pct) == (None, 0.05, 0.15)
+    assert pipe.registry.evaluation_tolerance == 0.02
+    assert pipe.rl_features[:3] == ["rsi", "macd_hist_norm", "bb_pct"]
+    assert len(pipe.rl_features) == 10
+    # the file spells out the models' defaults: a config without these keys runs the same
+    default = PipelineConfig()
+    assert (pipe.backtest, pipe.registry, pipe.rl_features) == (
+        default.backtest,
+        default.registry,
+        default.rl_features,
+    )
+
+
+def test_backtest_section_is_checked():
+    with pytest.raises(ConfigError, match=r"backtest.slippage: .*\(got 0.5\)"):
+        load_yaml_model(PipelineConfig, data={"backtest": {"slippage": 0.5}})
+    with pytest.raises(ConfigError, match=r"backtest.stop_loss: unknown key"):
+        load_yaml_model(PipelineConfig, data={"backtest": {"stop_loss": 0.1}})
+
+
+def test_run_config_rl_section_is_typed_and_round_trips():
+    from kubetrade.config.rl import DEFAULT_AGENT_TYPES, RLTrainingConfig, TradingEnvConfig
+    from kubetrade.config.run import RunConfig, load_run_config
+
+    run = load_run_config("config/pipeline.yaml")
+    assert isinstance(run.rl.trading_env, TradingEnvConfig)
+    assert isinstance(run.rl.rl_training, RLTrainingConfig)
+    assert run.agent_types() == list(DEFAULT_AGENT_TYPES)
+    assert RunConfig.from_json(run.to_json()) == run
+    with pytest.raises(ValueError, match="rainbow_dqn"):
+        RunConfig.model_validate({"rl": {"rl_training": {"agent_types": ["rainbow_dqn"]}}})
+
+
+def test_bad_rl_file_fails_when_the_run_config_loads(tmp_path):
+    from kubetrade.config.run import load_run_config
+
+    bad = tmp_path / "rl_training.yaml"
+    bad.write_text("agent_types: [ppo]\ntotal_timestep: 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="total_timestep: unknown key"):
+        load_run_config("config/pipeline.yaml", {"rl_training_config": str(bad)})
+
+
+def test_check_dotted_path():
+    from kubetrade.config import check_dotted_path
+
+    check_dotted_path(TrainingConfig, "model.lstm.hidden_dim", "here", "training-config")
+    with pytest.raises(ConfigError, match=r"'model.lstm.width' is not a training-config path"):
+        check_dotted_path(TrainingConfig, "model.lstm.width", "here", "training-config")
+    with pytest.raises(ConfigError, match="nothing: it is a leaf value"):
+        check_dotted_path(TrainingConfig, "training.seed.x", "here", "training-config")
+
+
+def test_rl_config_old_import_path_is_the_same_objects():
+    import kubetrade.config.rl as new
+    import kubetrade.rl.config as old
+
+    assert old.RLTrainingConfig is new.RLTrainingConfig
+    assert old.DEFAULT_AGENT_TYPES is new.DEFAULT_AGENT_TYPES
+    assert set(old.__all__) <= set(dir(new))
