@@ -186,3 +186,39 @@ def test_rl_config_old_import_path_is_the_same_objects():
     assert old.RLTrainingConfig is new.RLTrainingConfig
     assert old.DEFAULT_AGENT_TYPES is new.DEFAULT_AGENT_TYPES
     assert set(old.__all__) <= set(dir(new))
+
+
+def test_rl_steps_read_the_typed_config(tmp_path):
+    """The RL steps take rl_features and the env settings from the run config; only the
+    run's symbols, dates and the bundle's periods are filled in."""
+    import numpy as np
+    import pandas as pd
+
+    from kubetrade.config.run import load_run_config
+    from kubetrade.pipeline.steps import rl_configs
+
+    run = load_run_config("config/pipeline.yaml")
+    run.pipeline.rl_features = ["bb_pct", "rsi", "not_made"]
+    run.rl.trading_env.window_size = 12
+    periods = [["train", "2005-01-03", "2010-01-04"], ["val", "2010-02-01", "2011-06-01"],
+               ["test", "2011-07-01", "2013-03-01"]]  # fmt: skip
+    np.savez(tmp_path / "bundle.npz", periods=np.array(periods, dtype=str))
+    features = pd.DataFrame({"symbol": ["AAPL"], "rsi": [50.0], "bb_pct": [0.5]})
+    env, training = rl_configs(run, tmp_path / "bundle.npz", features)
+    assert env.features == ["bb_pct", "rsi"] and env.window_size == 12
+    assert (env.symbols, env.start_date) == (run.pipeline.symbols, run.pipeline.start_date)
+    assert (training.split.validation_start, training.split.test_start) == (
+        "2010-02-01",
+        "2011-07-01",
+    )
+    assert training.agent_types == run.agent_types()
+
+
+def test_evaluation_gate_default_is_the_configs():
+    import inspect
+
+    from kubetrade.config.pipeline import RegistryGateConfig
+    from kubetrade.pipeline.steps import evaluation_gate
+
+    default = inspect.signature(evaluation_gate).parameters["tolerance"].default
+    assert default == RegistryGateConfig().evaluation_tolerance == 0.02
