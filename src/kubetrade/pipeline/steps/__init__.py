@@ -20,13 +20,7 @@ logs as KFP ``Metrics``.
 from kubetrade.config.run import RunConfig
 from kubetrade.data.sources import load_market_data
 from kubetrade.pipeline.steps.backtest import backtest_step
-from kubetrade.pipeline.steps.common import (
-    EXPERIMENT,
-    atomic_path,
-    read_json,
-    run_tracker,
-    write_json,
-)
+from kubetrade.pipeline.steps.common import EXPERIMENT, atomic_path, run_tracker
 from kubetrade.pipeline.steps.data import features_step, ingest_step, split_step, validate_step
 from kubetrade.pipeline.steps.evaluation import (
     count_trials,
@@ -41,10 +35,9 @@ from kubetrade.pipeline.steps.rl import ensemble_step, rl_agent_step, rl_configs
 from kubetrade.pipeline.steps.summary import _walk_forward_lines as _walk_forward_lines
 from kubetrade.pipeline.steps.summary import summary_step
 
-# the names these had when the steps were one module (pipeline/ui.py and tests use them)
+# the names these had when the steps were one module (pipeline/ui.py and two reliability
+# tests still use them)
 _tracker = run_tracker
-_write_json = write_json
-_read_json = read_json
 _rl_configs = rl_configs
 
 __all__ = [
