@@ -78,7 +78,7 @@ def test_pipeline_runs_end_to_end_on_embedded_data(tmp_path):
     mlflow_run = json.loads((model_dir / "train_result.json").read_text())["run_id"]
     assert "**MLflow run**" in summary and mlflow_run in summary  # the training's run
     # the resolve task gave every step exactly the config the run was started with
-    from kubetrade.pipeline.steps import RunConfig
+    from kubetrade.config.run import RunConfig
 
     resolved = RunConfig.from_file(tasks["resolve"]["artifacts"]["run_config"])
     assert resolved.model_dump() == run.model_dump()

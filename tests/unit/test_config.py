@@ -119,3 +119,106 @@ def test_cli_bad_config_is_one_line_nonzero(tmp_path):
 
 
 # The config fuzz tests live in tests/reliability/test_config_fuzz.py.
+
+
+def test_pipeline_yaml_keeps_the_old_step_literals():
+    """config/pipeline.yaml's backtest, gate tolerance and RL features are the values the
+    steps once wrote as literals, so the seeded numbers do not move."""
+    pipe = load_pipeline_config("config/pipeline.yaml")
+    bt = pipe.backtest
+    assert (bt.initial_capital, bt.transaction_costs, bt.slippage) == (100_000, 0.001, 0.0005)
+    assert (bt.max_position_size, bt.stop_loss_pct, bt.take_profit_pct) == (None, 0.05, 0.15)
+    assert pipe.registry.evaluation_tolerance == 0.02
+    assert pipe.rl_features[:3] == ["rsi", "macd_hist_norm", "bb_pct"]
+    assert len(pipe.rl_features) == 10
+    # the file spells out the models' defaults: a config without these keys runs the same
+    default = PipelineConfig()
+    assert (pipe.backtest, pipe.registry, pipe.rl_features) == (
+        default.backtest,
+        default.registry,
+        default.rl_features,
+    )
+
+
+def test_backtest_section_is_checked():
+    with pytest.raises(ConfigError, match=r"backtest.slippage: .*\(got 0.5\)"):
+        load_yaml_model(PipelineConfig, data={"backtest": {"slippage": 0.5}})
+    with pytest.raises(ConfigError, match=r"backtest.stop_loss: unknown key"):
+        load_yaml_model(PipelineConfig, data={"backtest": {"stop_loss": 0.1}})
+
+
+def test_run_config_rl_section_is_typed_and_round_trips():
+    from kubetrade.config.rl import DEFAULT_AGENT_TYPES, RLTrainingConfig, TradingEnvConfig
+    from kubetrade.config.run import RunConfig, load_run_config
+
+    run = load_run_config("config/pipeline.yaml")
+    assert isinstance(run.rl.trading_env, TradingEnvConfig)
+    assert isinstance(run.rl.rl_training, RLTrainingConfig)
+    assert run.agent_types() == list(DEFAULT_AGENT_TYPES)
+    assert RunConfig.from_json(run.to_json()) == run
+    with pytest.raises(ValueError, match="rainbow_dqn"):
+        RunConfig.model_validate({"rl": {"rl_training": {"agent_types": ["rainbow_dqn"]}}})
+
+
+def test_bad_rl_file_fails_when_the_run_config_loads(tmp_path):
+    from kubetrade.config.run import load_run_config
+
+    bad = tmp_path / "rl_training.yaml"
+    bad.write_text("agent_types: [ppo]\ntotal_timestep: 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="total_timestep: unknown key"):
+        load_run_config("config/pipeline.yaml", {"rl_training_config": str(bad)})
+
+
+def test_check_dotted_path():
+    from kubetrade.config import check_dotted_path
+
+    check_dotted_path(TrainingConfig, "model.lstm.hidden_dim", "here", "training-config")
+    with pytest.raises(ConfigError, match=r"'model.lstm.width' is not a training-config path"):
+        check_dotted_path(TrainingConfig, "model.lstm.width", "here", "training-config")
+    with pytest.raises(ConfigError, match="nothing: it is a leaf value"):
+        check_dotted_path(TrainingConfig, "training.seed.x", "here", "training-config")
+
+
+def test_rl_config_old_import_path_is_the_same_objects():
+    import kubetrade.config.rl as new
+    import kubetrade.rl.config as old
+
+    assert old.RLTrainingConfig is new.RLTrainingConfig
+    assert old.DEFAULT_AGENT_TYPES is new.DEFAULT_AGENT_TYPES
+    assert set(old.__all__) <= set(dir(new))
+
+
+def test_rl_steps_read_the_typed_config(tmp_path):
+    """The RL steps take rl_features and the env settings from the run config; only the
+    run's symbols, dates and the bundle's periods are filled in."""
+    import numpy as np
+    import pandas as pd
+
+    from kubetrade.config.run import load_run_config
+    from kubetrade.pipeline.steps import rl_configs
+
+    run = load_run_config("config/pipeline.yaml")
+    run.pipeline.rl_features = ["bb_pct", "rsi", "not_made"]
+    run.rl.trading_env.window_size = 12
+    periods = [["train", "2005-01-03", "2010-01-04"], ["val", "2010-02-01", "2011-06-01"],
+               ["test", "2011-07-01", "2013-03-01"]]  # fmt: skip
+    np.savez(tmp_path / "bundle.npz", periods=np.array(periods, dtype=str))
+    features = pd.DataFrame({"symbol": ["AAPL"], "rsi": [50.0], "bb_pct": [0.5]})
+    env, training = rl_configs(run, tmp_path / "bundle.npz", features)
+    assert env.features == ["bb_pct", "rsi"] and env.window_size == 12
+    assert (env.symbols, env.start_date) == (run.pipeline.symbols, run.pipeline.start_date)
+    assert (training.split.validation_start, training.split.test_start) == (
+        "2010-02-01",
+        "2011-07-01",
+    )
+    assert training.agent_types == run.agent_types()
+
+
+def test_evaluation_gate_default_is_the_configs():
+    import inspect
+
+    from kubetrade.config.pipeline import RegistryGateConfig
+    from kubetrade.pipeline.steps import evaluation_gate
+
+    default = inspect.signature(evaluation_gate).parameters["tolerance"].default
+    assert default == RegistryGateConfig().evaluation_tolerance == 0.02

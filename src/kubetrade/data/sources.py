@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kubetrade.config.pipeline import PipelineConfig
 from kubetrade.errors import DataError, DataSourceError
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "generate_synthetic",
     "select",
     "to_canonical",
+    "load_market_data",
 ]
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
@@ -384,3 +386,20 @@ def select(
         last = end_date or f"{hi:%Y-%m-%d}"
         raise DataSourceError(f"no rows between {first} and {last} for {empty}; available: {desc}")
     return out.reset_index(drop=True)
+
+
+def load_market_data(cfg: PipelineConfig) -> pd.DataFrame:
+    """Read the configured source and select the configured symbols and dates."""
+    src = cfg.source
+    if src.type == "embedded":
+        df = load_embedded()
+    elif src.type == "files":
+        df = load_files(src.paths, src.column_map)
+    else:
+        df = generate_synthetic(
+            n_symbols=src.synthetic_symbols, n_years=src.synthetic_years, seed=src.seed
+        )
+    symbols = cfg.symbols
+    if src.type == "synthetic" and symbols == PipelineConfig().symbols:
+        symbols = sorted(df["symbol"].unique())  # default symbols mean "all synthetic ones"
+    return select(df, symbols, cfg.start_date, cfg.end_date)

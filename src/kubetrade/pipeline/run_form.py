@@ -23,7 +23,7 @@ from kubetrade.config import StrictModel
 from kubetrade.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kubetrade.pipeline.steps import RunConfig
+    from kubetrade.config.run import RunConfig
 
 __all__ = [
     "RunParams",
@@ -111,10 +111,7 @@ def _tuning_differs(space: Mapping[str, Any], overrides: Mapping[str, Any]) -> b
 
 def params_from_run(run: RunConfig) -> RunParams:
     """The form filled in with what ``run`` already does (applying it changes nothing)."""
-    from kubetrade.rl.config import RLTrainingConfig
-
     p, t = run.pipeline, run.training
-    rl = run.rl.get("rl_training", {})
     return RunParams(
         symbols=list(p.symbols),
         start_date=p.start_date or "",
@@ -126,7 +123,7 @@ def params_from_run(run: RunConfig) -> RunParams:
         if Path(RUN_FORM_FILE).is_file()
         else "config",
         rl_agents=run.agent_types(),
-        rl_timesteps=int(rl.get("total_timesteps", RLTrainingConfig().total_timesteps)),
+        rl_timesteps=run.rl.rl_training.total_timesteps,
         tuning_trials=int(run.search_space.get("objective", {}).get("num_trials", 0))
         if p.tuning.enabled and run.search_space
         else 0,
@@ -166,8 +163,8 @@ def apply_run_params(run: RunConfig, params: RunParams | Mapping[str, Any]) -> R
     (:func:`params_from_run`) gives back exactly that config.
     """
     from kubetrade.config import TrainingConfig, apply_overrides, format_validation_error
-    from kubetrade.pipeline.steps import RunConfig, _search_space
-    from kubetrade.rl.config import RLTrainingConfig
+    from kubetrade.config.rl import RLTrainingConfig
+    from kubetrade.config.run import RunConfig, resolve_search_space
     from kubetrade.tuning.spec import apply_spec_overrides, load_tuning_spec
 
     form = params if isinstance(params, RunParams) else _validated(params, "run parameters")
@@ -191,7 +188,7 @@ def apply_run_params(run: RunConfig, params: RunParams | Mapping[str, Any]) -> R
             train_over["training.scheduler.T_max"] = form.epochs
     if form.walk_forward_folds != now.walk_forward_folds:
         train_over["validation.cv_folds"] = form.walk_forward_folds
-    rl_training = copy.deepcopy(data["rl"].get("rl_training", {}))
+    rl_training = data["rl"]["rl_training"]
     if form.rl_agents != now.rl_agents:
         rl_training["agent_types"] = list(form.rl_agents)
     if form.rl_timesteps != now.rl_timesteps:
@@ -201,8 +198,7 @@ def apply_run_params(run: RunConfig, params: RunParams | Mapping[str, Any]) -> R
             data["training"] = TrainingConfig.model_validate(
                 apply_overrides(copy.deepcopy(training), train_over)
             ).model_dump(mode="json")
-        RLTrainingConfig.model_validate(rl_training)
-        data["rl"] = {**data["rl"], "rl_training": rl_training}
+        RLTrainingConfig.model_validate(rl_training)  # its errors name its own keys
         new = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "run parameters")) from None
@@ -214,7 +210,7 @@ def apply_run_params(run: RunConfig, params: RunParams | Mapping[str, Any]) -> R
             space = new.search_space
             if not space:
                 new.pipeline.tuning.enabled = True
-                space = _search_space(new.pipeline, new.training)
+                space = resolve_search_space(new.pipeline, new.training)
             overrides = {**tune_over, "objective.num_trials": form.tuning_trials}
             spec = load_tuning_spec(apply_spec_overrides(space, overrides))
             spec.validate(new.training.model_dump(mode="json"))
@@ -247,7 +243,7 @@ def parse_run_params(items: list[str] | None) -> dict[str, Any]:
 def read_base_config(env: Mapping[str, str]) -> RunConfig:
     """The resolve task's base: ``$KUBETRADE_BASE_CONFIG`` (RunConfig JSON or pipeline YAML),
     else ``config/pipeline.yaml``."""
-    from kubetrade.pipeline.steps import RunConfig, load_run_config
+    from kubetrade.config.run import RunConfig, load_run_config
 
     path = env.get(BASE_CONFIG_ENV) or "config/pipeline.yaml"
     if path.endswith(".json"):
@@ -267,10 +263,10 @@ def resolve_step(params: Mapping[str, Any], out_path: str | Path) -> list[int]:
     """
     import os
 
-    from kubetrade.pipeline.steps import _write_json
+    from kubetrade.pipeline.steps.common import write_json
 
     run = apply_run_params(read_base_config(os.environ), params)
-    _write_json(run.model_dump(mode="json"), out_path)
+    write_json(run.model_dump(mode="json"), out_path)
     return run.fold_indices()
 
 

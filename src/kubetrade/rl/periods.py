@@ -1,5 +1,7 @@
 """RL data periods: prices and features of the configured symbols, cut into train <
-validation < test, and the env of one period.
+validation < test, and the env of one period. In a pipeline run every model is tested on one
+test period, so the RL split starts validation and test where the hybrid model's dataset
+bundle does (:func:`bundle_periods`, :func:`align_split`).
 
 See :mod:`kubetrade.rl.pipeline` for how the periods are used (train on train, choose on
 validation, report on test).
@@ -8,15 +10,26 @@ validation, report on test).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from kubetrade.config.base import load_yaml_model
+from kubetrade.config.rl import RLTrainingConfig, TradingEnvConfig
 from kubetrade.errors import ConfigError, DataError
-from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig
 from kubetrade.rl.env import TradingEnvironment, basic_features
 
-__all__ = ["PERIOD_NAMES", "Periods", "period_env", "prepare_data", "split_periods"]
+__all__ = [
+    "PERIOD_NAMES",
+    "Periods",
+    "align_split",
+    "bundle_periods",
+    "period_env",
+    "prepare_data",
+    "split_periods",
+]
 
 PERIOD_NAMES = ("train", "validation", "test")
 
@@ -112,3 +125,18 @@ def period_env(
         action_type=action_type,
         episode_length=env_config.episode_length if training else None,
     )
+
+
+def bundle_periods(bundle_path: str | Path) -> dict[str, tuple[str, str]]:
+    """``{"train"|"val"|"test": (first day, last day)}`` of a dataset bundle, read without
+    loading its windows."""
+    with np.load(bundle_path, allow_pickle=False) as z:
+        return {str(r[0]): (str(r[1]), str(r[2])) for r in z["periods"]}
+
+
+def align_split(config: RLTrainingConfig, periods: dict[str, tuple[str, str]]) -> RLTrainingConfig:
+    """``config`` with its split's validation and test starting where ``periods`` (a
+    bundle's) do; validated like the file."""
+    data = config.model_dump(mode="json")
+    data["split"].update(validation_start=periods["val"][0], test_start=periods["test"][0])
+    return load_yaml_model(RLTrainingConfig, data=data)

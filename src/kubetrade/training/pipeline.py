@@ -27,8 +27,7 @@ from kubetrade.models import HybridCNNLSTM
 from kubetrade.process import pid_alive
 from kubetrade.training.bundle import DatasetBundle, save_bundle
 from kubetrade.training.callbacks import model_from_checkpoint
-from kubetrade.training.evaluation import ModelEvaluator, flat_metrics
-from kubetrade.training.export import export_model
+from kubetrade.training.evaluate_export import evaluate_model, export_and_log
 from kubetrade.training.tracking import DEFAULT_MODEL_NAME, MLflowEpochLogger, MlflowTracker
 from kubetrade.training.trainer import RESULT_NAME, TrainResult, fit
 
@@ -57,8 +56,8 @@ def pipeline_data_loader(pipeline: PipelineConfig | None = None) -> DataLoaderFn
         from kubetrade.config import load_yaml_model
         from kubetrade.data.features import FeatureEngineer
         from kubetrade.data.quality import DataQualityValidator, ensure_quality
+        from kubetrade.data.sources import load_market_data
         from kubetrade.data.splits import prepare_datasets
-        from kubetrade.pipeline.steps import load_market_data
 
         # validated like a config file: a bad date or an empty symbol list is a ConfigError
         selection = {"symbols": list(symbols), "start_date": start_date, "end_date": end_date}
@@ -246,50 +245,23 @@ class TrainingPipeline:
     ) -> dict[str, Any]:
         cfg = self.config
         model = model.cpu().eval()
-        periods = 252.0 / cfg.data.prediction_horizon
-        evaluator = ModelEvaluator(train_data=bundle.train, periods_per_year=periods)
-        val = evaluator.evaluate(model, bundle.val)
-        test = evaluator.evaluate(model, bundle.test)
-        report = evaluator.generate_report(
-            test,
-            self.run_dir / "evaluation_report.html",
-            title=f"kubetrade test evaluation (run {tracker.run_id})",
-        )
-        metrics = {**flat_metrics(val, "val_"), **flat_metrics(test, "test_")}
-        tracker.log_metrics(
-            {**metrics, "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch}
-        )
+        evaluation = evaluate_model(
+            model, bundle, tracker, self.run_dir / "evaluation_report.html",
+            cfg.data.prediction_horizon,
+            extra_metrics={"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch},
+        )  # fmt: skip
+        val, test, report = evaluation.val, evaluation.test, evaluation.report_path
         tracker.log_artifact(report, "reports")
         (self.run_dir / "metrics.json").write_text(
             json.dumps({"val": val, "test": test}, default=str, indent=1), encoding="utf-8"
         )
-
-        # parity gate: an ExportError ends the run as FAILED before anything is registered
-        exported_dir = self.run_dir / "export"
-        exported = export_model(model, exported_dir, bundle.test)
-        tracker.log_metrics(
-            {
-                f"parity_{fmt}_{out}": diff
-                for fmt, outs in exported.max_abs_diff.items()
-                for out, diff in outs.items()
-            }
+        # parity gate: an ExportError ends the run as FAILED before anything is registered;
+        # then the pyfunc over the TorchScript file (no pickle) and export_info.json, what
+        # `kubetrade register --export-dir <run>/export --results <run>/metrics.json` reads
+        exported = export_and_log(
+            model, bundle, self.run_dir / "export", tracker, checkpoint=result.checkpoint_path
         )
-        tracker.log_artifact(exported_dir, "export")
-        if result.checkpoint_path:
-            tracker.log_artifact(result.checkpoint_path, "checkpoints")
-        from kubetrade.registry.hybrid_pyfunc import log_hybrid
-
-        # a pyfunc wrapping the exported TorchScript file (no pickle); registration checks
-        # that its stored bytes are the export's
-        model_uri = log_hybrid(
-            exported_dir, exported.files(), tracker.tracking_uri, str(tracker.run_id),
-            input_shape=tuple(bundle.test.X.shape[1:]),
-        )  # fmt: skip
-        # what `kubetrade register --export-dir <run>/export --results <run>/metrics.json`
-        # reads to register this model through the champion gate later
-        from kubetrade.registry import write_export_info
-
-        write_export_info(exported_dir, model_uri, str(tracker.run_id), exported.files())
+        model_uri = exported.model_uri
         version = None
         if self.register:
             version = tracker.register(
@@ -311,15 +283,13 @@ class TrainingPipeline:
             "checkpoint_path": result.checkpoint_path,
             "final_model_path": result.final_model_path,
             "report_path": str(report),
-            "export": asdict(exported),
+            "export": asdict(exported.result),
             "model_uri": model_uri,
             "registered_model_name": self.registered_model_name if version else None,
             "model_version": version,
             "history": result.history,
             "run_dir": str(self.run_dir),
         }
-
-    _fit = train_model  # kept for callers written against the first version
 
 
 def _run_forwarding_signals(
