@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "RLTrainingPipeline": "kubetrade.rl",
     "BacktestingEngine": "kubetrade.backtest",
     # pipeline
-    "RunConfig": "kubetrade.pipeline.steps",
+    "RunConfig": "kubetrade.config.run",
     "run_local": "kubetrade.pipeline.runner",
     "compile_pipeline": "kubetrade.pipeline.runner",
 }
@@ -68,6 +68,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from kubetrade.config import PipelineConfig, TrainingConfig, load_training_config
+    from kubetrade.config.run import RunConfig
     from kubetrade.data.feature_store import FeatureStoreBuilder
     from kubetrade.data.features import FeatureEngineer
     from kubetrade.data.quality import DataQualityValidator, QualityReport
@@ -75,4 +76,3 @@ if TYPE_CHECKING:  # pragma: no cover
     from kubetrade.data.splits import DatasetBundle, TimeSeriesSplitter, WindowSet, prepare_datasets
     from kubetrade.errors import KubetradeError
     from kubetrade.pipeline.runner import compile_pipeline, run_local
-    from kubetrade.pipeline.steps import RunConfig

@@ -244,11 +244,12 @@ def test_run_root_option_moves_the_mlflow_store(tmp_path, monkeypatch, capsys):
     rc, err = cli(capsys, "run", "--config", str(cfg), "--run-root", str(tmp_path / "X"))
     assert rc == 0, err
     assert seen == [str(tmp_path / "X")]
-    from kubetrade.pipeline.steps import RunConfig, _tracker
+    from kubetrade.config.run import RunConfig
+    from kubetrade.pipeline.steps import run_tracker
 
     run = RunConfig.model_validate({"pipeline": {"run_root": seen[0]}})
     os.environ.pop("MLFLOW_TRACKING_URI")
-    assert _tracker(run).tracking_uri.startswith(f"sqlite:///{tmp_path / 'X'}")
+    assert run_tracker(run).tracking_uri.startswith(f"sqlite:///{tmp_path / 'X'}")
 
 
 class _Report:

@@ -179,7 +179,7 @@ def test_tuning_is_identical(world):
 
 
 def test_rl_validation_metrics_and_ensemble_weights_are_identical(world):
-    from kubetrade.pipeline.steps import _rl_configs
+    from kubetrade.pipeline.steps import rl_configs
     from kubetrade.rl.pipeline import build_ensemble
 
     run: RunConfig = world["run"]
@@ -194,7 +194,7 @@ def test_rl_validation_metrics_and_ensemble_weights_are_identical(world):
                 run, agent, d / "ohlcv.parquet", d / "features.parquet", d / "bundle.npz", out
             )
             paths[agent] = str(out / agent)
-        env_cfg, train_cfg = _rl_configs(run, d / "bundle.npz", world[name]["features"])
+        env_cfg, train_cfg = rl_configs(run, d / "bundle.npz", world[name]["features"])
         assert train_cfg.split.test_start == f"{world['test_start']:%Y-%m-%d}"
         prices = pd.read_parquet(d / "ohlcv.parquet")  # ensemble_method auto: validation runs
         ensemble = build_ensemble(

@@ -19,7 +19,8 @@ def validate(
 ) -> None:
     """Run the Great Expectations quality gate on the configured data."""
     from kubetrade.data.quality import DataQualityValidator, write_data_docs
-    from kubetrade.pipeline.steps import load_market_data, load_run_config
+    from kubetrade.data.sources import load_market_data
+    from kubetrade.pipeline.steps import load_run_config
 
     cfg = load_run_config(config, overrides(set_))
     df = load_market_data(cfg.pipeline)

@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubetrade.config.run import RunConfig
 from kubetrade.errors import KubetradeError
 from kubetrade.pipeline.component_runtime import ERROR_FILE_ENV
 from kubetrade.pipeline.progress import ANSI, ProgressTee
 from kubetrade.pipeline.run_form import BASE_CONFIG_ENV, RunParams, params_from_run
-from kubetrade.pipeline.steps import RunConfig
 from kubetrade.process import pid_alive
 
 __all__ = [
@@ -137,8 +137,8 @@ def preflight_data(run: RunConfig) -> Any:
     checks that need the training config (enough bars per symbol and for the split).
     Returns the quality report; raises a one-line KubetradeError on any problem."""
     from kubetrade.data.quality import DataQualityValidator, ensure_enough_history, ensure_quality
+    from kubetrade.data.sources import load_market_data
     from kubetrade.data.splits import TimeSeriesSplitter
-    from kubetrade.pipeline.steps import load_market_data
 
     df = load_market_data(run.pipeline)  # unknown symbols / dates / unreadable files
     report = ensure_quality(df, DataQualityValidator.from_config(run.pipeline.quality))

@@ -38,7 +38,6 @@ from kubetrade.pipeline.steps.summary import summary_step
 # the names these had when the steps were one module (pipeline/ui.py and two reliability
 # tests still use them)
 _tracker = run_tracker
-_rl_configs = rl_configs
 
 __all__ = [
     "RunConfig",
@@ -63,4 +62,6 @@ __all__ = [
     "register_step",
     "summary_step",
     "EXPERIMENT",
+    "rl_configs",
+    "run_tracker",
 ]
