@@ -20,8 +20,7 @@ from kubetrade.k8s.katib import (
     best_trial_from_status,
     build_experiment,
     experiment_progress,
-    format_metric_line,
-    parse_metric_lines,
+    katib_parameters,
 )
 from kubetrade.k8s.launcher import (
     CustomResourceLauncher,
@@ -66,11 +65,10 @@ __all__ = [
     "cluster_profile_from_configmap",
     "current_namespace",
     "experiment_progress",
-    "format_metric_line",
+    "katib_parameters",
     "kube_clients",
     "load_cluster_profile",
     "master_pod_selector",
-    "parse_metric_lines",
     "run_experiment",
     "run_pytorchjob",
     "trainer_command",

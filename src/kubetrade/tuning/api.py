@@ -36,7 +36,6 @@ import yaml
 
 from kubetrade.config import TrainingConfig, apply_overrides
 from kubetrade.errors import ConfigError, TrainingError
-from kubetrade.k8s.katib import SearchSpace
 from kubetrade.tuning.katib_backend import (
     KatibOptions,
     build_tuning_experiment,
@@ -50,6 +49,7 @@ from kubetrade.tuning.optuna_backend import (
     run_study,
     storage_url,
 )
+from kubetrade.tuning.space import SearchSpace
 from kubetrade.tuning.spec import TuningSpec, build_config, load_tuning_spec, metric_direction
 
 __all__ = [

@@ -44,7 +44,6 @@ from pydantic import ValidationError
 
 from kubetrade.config import apply_overrides, format_validation_error, load_yaml_model
 from kubetrade.errors import ConfigError, TrainingError
-from kubetrade.k8s.katib import Choice, IntRange, SearchSpace
 from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig, check_agent_type
 from kubetrade.tuning.optuna_backend import (
     TRIALS_DIR,
@@ -55,6 +54,7 @@ from kubetrade.tuning.optuna_backend import (
     run_study,
     storage_url,
 )
+from kubetrade.tuning.space import Choice, IntRange, SearchSpace
 from kubetrade.tuning.spec import TuningSpec, load_tuning_spec
 
 __all__ = [

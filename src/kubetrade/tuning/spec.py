@@ -35,7 +35,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from kubetrade.config import StrictModel, TrainingConfig, apply_overrides, format_validation_error
 from kubetrade.errors import ConfigError
-from kubetrade.k8s.katib import Choice, IntRange, SearchSpace
+from kubetrade.tuning.space import Choice, IntRange, SearchSpace
 
 __all__ = [
     "EPOCH_METRICS",
