@@ -147,7 +147,7 @@ def test_webhook_port_rejects_mistakes() -> None:
 def test_the_cluster_profile_names_its_katib_and_the_pipeline_follows_it(tmp_path: Path) -> None:
     from kubetrade.config import TrainingConfig
     from kubetrade.k8s import ClusterTrainingProfile, load_cluster_profile
-    from kubetrade.pipeline.cluster import katib_options
+    from kubetrade.k8s.train_step import katib_options
 
     kind = load_cluster_profile(ROOT / "manifests/overlays/kind/cluster-profile/profile.yaml")
     assert kind.katib_version == "v0.19.0"  # the kind pin

@@ -21,7 +21,7 @@ from conftest import FakeKubernetesApi
 from kubetrade.config import TrainingConfig
 from kubetrade.errors import TrainingError
 from kubetrade.k8s import ClusterTrainingProfile, CustomResourceLauncher
-from kubetrade.pipeline.cluster import stage_inputs, train_on_cluster
+from kubetrade.k8s.train_step import stage_inputs, train_on_cluster
 from kubetrade.training.bundle import save_bundle, synthetic_bundle
 from kubetrade.training.callbacks import model_from_checkpoint
 
