@@ -36,7 +36,7 @@ from kubetrade.k8s import (
     load_cluster_profile,
     run_pytorchjob,
 )
-from kubetrade.k8s.launcher import owner_reference, pod_problem
+from kubetrade.k8s.pods import owner_reference, pod_problem
 from kubetrade.tuning.katib_backend import KatibOptions, build_tuning_experiment
 from kubetrade.tuning.spec import TuningSpec
 
@@ -102,7 +102,7 @@ def test_4_tune_katib_trials_get_volume_service_account_and_the_bundle(
         }
     }  # fmt: skip
     api = FakeKubernetesApi([succeeded])
-    monkeypatch.setattr("kubetrade.k8s.launcher.kube_clients", lambda context=None: (api, api))
+    monkeypatch.setattr("kubetrade.k8s.lifecycle.kube_clients", lambda context=None: (api, api))
     result = CliRunner().invoke(
         app,
         ["tune", "--backend", "katib", "--bundle", "runs/r1/bundle.npz", "--run-dir",

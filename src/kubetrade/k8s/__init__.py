@@ -1,7 +1,7 @@
 """Cluster side: PyTorchJob and Katib Experiment resources, and a launcher that waits for them.
 
 Nothing here needs a cluster to import or to build objects; only
-:func:`~kubetrade.k8s.launcher.kube_clients` talks to one.
+:func:`~kubetrade.k8s.lifecycle.kube_clients` talks to one.
 """
 
 from kubetrade.k8s.katib import (
@@ -22,14 +22,9 @@ from kubetrade.k8s.katib import (
     experiment_progress,
     katib_parameters,
 )
-from kubetrade.k8s.launcher import (
-    CustomResourceLauncher,
-    WaitResult,
-    kube_clients,
-    master_pod_selector,
-    run_experiment,
-    run_pytorchjob,
-)
+from kubetrade.k8s.launcher import CustomResourceLauncher, WaitResult
+from kubetrade.k8s.lifecycle import kube_clients, run_experiment, run_pytorchjob
+from kubetrade.k8s.pods import master_pod_selector
 from kubetrade.k8s.pytorchjob import (
     ClusterTrainingProfile,
     SecretRef,

@@ -45,7 +45,7 @@ PROFILE_ENV = "KUBETRADE_CLUSTER_PROFILE"
 
 def resolve_profile(core: Any = None) -> Any:
     """The :class:`~kubetrade.k8s.ClusterTrainingProfile` for this run's trainer pods."""
-    from kubetrade.k8s.launcher import kube_clients
+    from kubetrade.k8s.lifecycle import kube_clients
     from kubetrade.k8s.pytorchjob import cluster_profile_from_configmap, load_cluster_profile
 
     path = os.environ.get(PROFILE_ENV)
@@ -111,7 +111,7 @@ def train_on_cluster(
         TrainingError: the job failed, vanished or missed ``profile.wait_deadline_s`` (the
             job is then deleted), or it succeeded without writing its result.
     """
-    from kubetrade.k8s.launcher import run_pytorchjob
+    from kubetrade.k8s.lifecycle import run_pytorchjob
     from kubetrade.training.trainer import RESULT_NAME, TrainResult
 
     profile = profile if profile is not None else resolve_profile()

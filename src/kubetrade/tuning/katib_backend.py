@@ -199,7 +199,7 @@ def run_katib(
     Raises:
         TrainingError: the experiment failed, stalled or missed ``options.deadline_s``.
     """
-    from kubetrade.k8s.launcher import run_experiment
+    from kubetrade.k8s.lifecycle import run_experiment
 
     return run_experiment(
         experiment,
