@@ -182,3 +182,20 @@ def load_pod_fixture(name: str) -> dict[str, Any]:
 @pytest.fixture
 def pod_fixture() -> Any:
     return load_pod_fixture
+
+
+IMAGE = "kubetrade/base:0.1.0"
+
+
+def job_profile(image: str = IMAGE, **fields: Any) -> Any:
+    """A :class:`~kubetrade.k8s.ClusterTrainingProfile` with a bare job layout: namespace
+    ``kubetrade``, no PVC, no service account (``fields`` set any other profile field)."""
+    from kubetrade.k8s import ClusterTrainingProfile
+
+    base: dict[str, Any] = {
+        "image": image,
+        "namespace": "kubetrade",
+        "pvc_name": None,
+        "service_account": None,
+    }
+    return ClusterTrainingProfile(**(base | fields))

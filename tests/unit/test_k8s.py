@@ -17,7 +17,7 @@ import optuna
 import pytest
 from kubernetes.client import ApiException, V1ConfigMap
 
-from conftest import FakeClock, FakeKubernetesApi, load_pod_fixture
+from conftest import FakeClock, FakeKubernetesApi, job_profile, load_pod_fixture
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.k8s import (
     ALGORITHMS,
@@ -62,11 +62,8 @@ OPERATOR_ENV = {
 
 # ------------------------------------------------------------------ PyTorchJob
 def _gpu_job() -> dict[str, Any]:
-    return build_pytorchjob(
-        "train-gpu",
-        namespace="kubetrade",
-        image="kubetrade/trainer:0.1.0",
-        args=["--bundle", "/data/bundle", "--config", "/data/cfg.yaml", "--out", "/data/out"],
+    profile = job_profile(
+        "kubetrade/trainer:0.1.0",
         num_workers=3,
         nproc_per_node=2,
         gpus_per_worker=2,
@@ -82,6 +79,8 @@ def _gpu_job() -> dict[str, Any]:
         service_account="kubetrade-trainer",
         active_deadline_seconds=7200,
     )
+    args = ["--bundle", "/data/bundle", "--config", "/data/cfg.yaml", "--out", "/data/out"]
+    return build_pytorchjob("train-gpu", profile, args=args)
 
 
 def test_pytorchjob_layout_and_hardening() -> None:
@@ -129,7 +128,7 @@ def test_pytorchjob_layout_and_hardening() -> None:
 
 
 def test_trainer_command_is_torchrun_fed_by_operator_env() -> None:
-    job = build_pytorchjob("t", image=IMAGE, args=["--bundle", "/data/b", "--out", "/data/o"])
+    job = build_pytorchjob("t", job_profile(), args=["--bundle", "/data/b", "--out", "/data/o"])
     container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     command = container["command"]
     assert command[0] == "torchrun"
@@ -137,7 +136,7 @@ def test_trainer_command_is_torchrun_fed_by_operator_env() -> None:
     referenced = set(re.findall(r"\$\((\w+)\)", " ".join(command)))
     assert referenced and referenced <= OPERATOR_ENV
     assert container["args"] == ["--bundle", "/data/b", "--out", "/data/o"]
-    single = build_pytorchjob("t", image=IMAGE, launcher="python")
+    single = build_pytorchjob("t", job_profile(), launcher="python")
     assert single["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
         "command"
     ] == ["python", "-m", "kubetrade.training.run"]
@@ -161,15 +160,15 @@ def test_trainer_command_is_torchrun_fed_by_operator_env() -> None:
     ],
 )
 def test_pytorchjob_rejects_bad_values(kwargs: dict[str, Any], fragment: str) -> None:
-    params: dict[str, Any] = {"name": "job", "image": IMAGE} | kwargs
-    name = params.pop("name")
+    params: dict[str, Any] = {"name": "job", "launcher": "torchrun"} | kwargs
+    name, launcher = params.pop("name"), params.pop("launcher")
     with pytest.raises((ConfigError, ValueError), match=re.escape(fragment)):
-        build_pytorchjob(name, **params)
+        build_pytorchjob(name, job_profile(**params), launcher=launcher)
 
 
 def test_image_digest_is_accepted() -> None:
     digest = "kubetrade/base@sha256:" + "a" * 64
-    job = build_pytorchjob("job", image=digest)
+    job = build_pytorchjob("job", job_profile(digest))
     pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert pod["containers"][0]["image"] == digest
 
@@ -338,7 +337,7 @@ def test_build_experiment_structure() -> None:
         additional_metrics=["val_loss"],
         goal=2.0,
         early_stopping=MedianStop(min_trials_required=3, start_step=5),
-        job_options={"pvc_name": "kubetrade-data", "cpu_limit": "1"},
+        profile=job_profile(pvc_name="kubetrade-data", cpu_limit="1"),
     )
     assert exp["apiVersion"] == "kubeflow.org/v1beta1" and exp["kind"] == "Experiment"
     spec = exp["spec"]
@@ -528,7 +527,7 @@ def test_pytorchjob_success_streams_master_log() -> None:
     core = FakeCoreV1Api(["epoch 1\n", "val_sharpe_ratio=0.5\npartial", " line\n"])
     clock, lines = FakeClock(), list[str]()
     launcher = _launcher(api, core, clock, lines)
-    job = build_pytorchjob("job", image=IMAGE)
+    job = build_pytorchjob("job", job_profile())
     launcher.create(job)
     result = launcher.wait("job", deadline_s=600, poll_s=30)
     assert result.state == "Succeeded" and result.polls == 4
@@ -609,10 +608,10 @@ def test_create_errors_explain_themselves(status: int, fragment: str) -> None:
     api = FakeCustomObjectsApi([_cond("Running")])
     api.create_error = ApiException(status=status, reason="nope")
     with pytest.raises(TrainingError, match=fragment):
-        _launcher(api, None, FakeClock(), []).create(build_pytorchjob("job", image=IMAGE))
+        _launcher(api, None, FakeClock(), []).create(build_pytorchjob("job", job_profile()))
     with pytest.raises(TrainingError, match="namespace 'other'"):
         _launcher(FakeCustomObjectsApi([]), None, FakeClock(), []).create(
-            build_pytorchjob("job", namespace="other", image=IMAGE)
+            build_pytorchjob("job", job_profile(namespace="other"))
         )
 
 
@@ -675,6 +674,6 @@ def test_run_pytorchjob_helper() -> None:
     clock = FakeClock()
     launcher = _launcher(api, None, clock, [])
     result = run_pytorchjob(
-        build_pytorchjob("job", image=IMAGE), deadline_s=60, poll_s=5, launcher=launcher
+        build_pytorchjob("job", job_profile()), deadline_s=60, poll_s=5, launcher=launcher
     )
     assert result.state == "Succeeded" and result.kind == "PyTorchJob"

@@ -4,6 +4,14 @@ Nothing here needs a cluster to import or to build objects; only
 :func:`~kubetrade.k8s.lifecycle.kube_clients` talks to one.
 """
 
+from kubetrade.k8s.cluster_profile import (
+    ClusterTrainingProfile,
+    SecretRef,
+    Toleration,
+    cluster_profile_from_configmap,
+    current_namespace,
+    load_cluster_profile,
+)
 from kubetrade.k8s.katib import (
     ALGORITHMS,
     KATIB_METRIC_REGEX,
@@ -25,16 +33,7 @@ from kubetrade.k8s.katib import (
 from kubetrade.k8s.launcher import CustomResourceLauncher, WaitResult
 from kubetrade.k8s.lifecycle import kube_clients, run_experiment, run_pytorchjob
 from kubetrade.k8s.pods import master_pod_selector
-from kubetrade.k8s.pytorchjob import (
-    ClusterTrainingProfile,
-    SecretRef,
-    Toleration,
-    build_pytorchjob,
-    cluster_profile_from_configmap,
-    current_namespace,
-    load_cluster_profile,
-    trainer_command,
-)
+from kubetrade.k8s.pytorchjob import build_pytorchjob, trainer_command
 
 __all__ = [
     "ALGORITHMS",

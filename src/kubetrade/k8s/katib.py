@@ -27,6 +27,7 @@ from pydantic import Field
 
 from kubetrade.config import StrictModel
 from kubetrade.errors import ConfigError
+from kubetrade.k8s.cluster_profile import ClusterTrainingProfile, current_namespace
 from kubetrade.k8s.katib_status import (
     BestTrial,
     ExperimentProgress,
@@ -34,7 +35,7 @@ from kubetrade.k8s.katib_status import (
     best_trial_from_status,
     experiment_progress,
 )
-from kubetrade.k8s.pytorchjob import CONTAINER_NAME, build_pytorchjob, current_namespace
+from kubetrade.k8s.pytorchjob import CONTAINER_NAME, build_pytorchjob
 from kubetrade.k8s.versions import (
     DEFAULT_KATIB_VERSION,
     check_katib_version,
@@ -215,7 +216,7 @@ def build_experiment(
     param_flag: str = "--hparam",
     num_workers: int | None = None,
     nproc_per_node: int | None = None,
-    job_options: Mapping[str, Any] | None = None,
+    profile: ClusterTrainingProfile | None = None,
     resume_policy: Literal["Never", "LongRunning", "FromVolume"] = "Never",
     katib_version: str = DEFAULT_KATIB_VERSION,
     param_targets: Mapping[str, Sequence[str]] | None = None,
@@ -242,14 +243,14 @@ def build_experiment(
         algorithm_settings: Katib ``algorithmSettings`` (values become strings).
         parallel_trial_count, max_trial_count, max_failed_trial_count: Katib budgets.
         early_stopping: :class:`MedianStop` settings, or None.
-        trial_image: trainer image (or ``job_options["image"]``).
+        trial_image: trainer image (default: the profile's).
         trial_args: trainer arguments before the hyper-parameter flags.
         param_flag: flag that introduces each ``name=value`` pair.
-        num_workers, nproc_per_node: trial job layout (override ``job_options``).
-        job_options: more :func:`~kubetrade.k8s.pytorchjob.build_pytorchjob` keyword
-            arguments, e.g. ``ClusterTrainingProfile.job_kwargs()``. Trials always get
-            ``restartPolicy: Never`` and ``backoffLimit: 0`` (a crashed trial is a failed
-            trial, not a retry) and no TTL (Katib cleans up its trials).
+        num_workers, nproc_per_node: trial job layout (override the profile's).
+        profile: the :class:`~kubetrade.k8s.cluster_profile.ClusterTrainingProfile` trials
+            run with (default: ``trial_image`` with no PVC and no service account). Trials
+            always get ``restartPolicy: Never`` and ``backoffLimit: 0`` (a crashed trial is
+            a failed trial, not a retry) and no TTL (Katib cleans up its trials).
         resume_policy: Katib ``resumePolicy`` (``Never`` removes the suggestion service
             when the experiment ends).
         katib_version: the target Katib (:data:`~kubetrade.k8s.versions.KATIB_VERSIONS`);
@@ -319,20 +320,22 @@ def build_experiment(
     _check_algorithm(algorithm, space, max_trial_count, settings)
 
     # --- trial template
-    options: dict[str, Any] = dict(job_options or {})
-    for key in ("labels", "include_metadata_name", "args"):
-        if key in options:
-            raise ConfigError(f"job_options may not set {key!r}; build_experiment sets it")
-    options.pop("namespace", None)
+    if profile is None:
+        if trial_image is None:
+            raise ConfigError("build_experiment needs trial_image (or a profile)")
+        profile = ClusterTrainingProfile(image=trial_image, pvc_name=None, service_account=None)
+    trial_updates: dict[str, Any] = {
+        "restart_policy": "Never",
+        "backoff_limit": 0,
+        "ttl_seconds_after_finished": None,
+    }
     if trial_image is not None:
-        options["image"] = trial_image
-    if "image" not in options:
-        raise ConfigError("build_experiment needs trial_image (or job_options['image'])")
+        trial_updates["image"] = trial_image
     if num_workers is not None:
-        options["num_workers"] = num_workers
+        trial_updates["num_workers"] = num_workers
     if nproc_per_node is not None:
-        options["nproc_per_node"] = nproc_per_node
-    options.update(restart_policy="Never", backoff_limit=0, ttl_seconds_after_finished=None)
+        trial_updates["nproc_per_node"] = nproc_per_node
+    trial_profile = profile.model_copy(update=trial_updates)
 
     taken: set[str] = {"trialName"}
     trial_parameters: list[dict[str, str]] = []
@@ -355,10 +358,10 @@ def build_experiment(
         )
     trial_spec = build_pytorchjob(
         "trial",
+        trial_profile,
         args=args + hparam_args,
         include_metadata_name=False,
         labels={"app.kubernetes.io/component": "tuning-trial", EXPERIMENT_LABEL: name},
-        **options,
     )
     _shell_quote_containers(trial_spec)
 

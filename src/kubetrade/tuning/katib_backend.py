@@ -133,12 +133,6 @@ def build_tuning_experiment(
         # The defaults of a cluster profile: the shared data claim kubetrade-data mounted at
         # /data and the service account kubetrade-trainer (manifests/base creates both).
         profile = ClusterTrainingProfile(image=options.image)
-    job_options: dict[str, Any] = profile.job_kwargs()
-    job_options.pop("namespace", None)
-    image = options.image or job_options.pop("image", None)
-    job_options.pop("image", None)
-    if not image:
-        raise ConfigError("Katib tuning needs a trainer image: pass image=... or a cluster profile")
     fixed = {**dict(base_overrides or {}), **spec.fixed, **spec.tuning_only_overrides()}
     args = [
         "--bundle", options.bundle_path,
@@ -172,10 +166,10 @@ def build_tuning_experiment(
         max_trial_count=objective.num_trials,
         max_failed_trial_count=min(spec.katib.max_failed_trial_count, objective.num_trials),
         early_stopping=early,
-        trial_image=image,
+        trial_image=options.image or None,
         trial_args=args,
         param_flag=PARAM_FLAG,
-        job_options=job_options,
+        profile=profile,
         katib_version=options.katib_version,
         param_targets={name: list(spec.targets(name)) for name in spec.space},
     )
