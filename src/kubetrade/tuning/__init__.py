@@ -29,9 +29,8 @@ if TYPE_CHECKING:
         experiment_yaml,
         katib_experiment_name,
     )
+    from kubetrade.tuning.objective import HybridObjective, OptunaReporter
     from kubetrade.tuning.optuna_backend import (
-        HybridObjective,
-        OptunaReporter,
         StudyReport,
         TrialSetup,
         run_study,
@@ -70,8 +69,8 @@ _EXPORTS: dict[str, str] = {
     "build_tuning_experiment": "kubetrade.tuning.katib_backend",
     "experiment_yaml": "kubetrade.tuning.katib_backend",
     "katib_experiment_name": "kubetrade.tuning.katib_backend",
-    "HybridObjective": "kubetrade.tuning.optuna_backend",
-    "OptunaReporter": "kubetrade.tuning.optuna_backend",
+    "HybridObjective": "kubetrade.tuning.objective",
+    "OptunaReporter": "kubetrade.tuning.objective",
     "StudyReport": "kubetrade.tuning.optuna_backend",
     "TrialSetup": "kubetrade.tuning.optuna_backend",
     "run_study": "kubetrade.tuning.optuna_backend",

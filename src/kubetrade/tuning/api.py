@@ -48,6 +48,7 @@ from kubetrade.tuning.optuna_backend import (
     open_study,
     run_study,
     storage_url,
+    study_parent_run,
 )
 from kubetrade.tuning.space import SearchSpace
 from kubetrade.tuning.spec import TuningSpec, build_config, load_tuning_spec, metric_direction
@@ -383,44 +384,27 @@ class AdvancedTrainingPipeline:
 
     def _parent_run(self, spec: TuningSpec) -> Any:
         """The study's MLflow parent run: reattached on resume, created otherwise."""
-        from kubetrade.training.tracking import MlflowTracker
-
         study = open_study(spec, self.experiment_name, storage_url(self.tuning_dir))
-        tracker = MlflowTracker(
+        objective = spec.objective
+        return study_parent_run(
+            study,
             self.run_dir,
             self.experiment_name,
             self.tracking_uri,
-            run_name=f"tune-{self.experiment_name}",
+            step="tune",
+            params={
+                "metric": objective.metric,
+                "mode": objective.mode,
+                "max_t": objective.max_t,
+                "max_concurrent_trials": objective.max_concurrent_trials,
+                "sampler": spec.sampler.type,
+                "seed": spec.sampler.seed,
+                "pruner": spec.pruner.type,
+                "grace_period": spec.pruner.grace_period,
+                "reduction_factor": spec.pruner.reduction_factor,
+                "search_space": json.dumps(spec.space.to_dict()),
+            },
         )
-        previous = study.user_attrs.get("mlflow_parent_run_id")
-        if previous:
-            try:
-                tracker.client.get_run(previous)
-            except Exception:  # another tracking store, or the run was deleted
-                previous = None
-        if previous:
-            tracker.run_id = previous
-            tracker.client.update_run(previous, status="RUNNING")
-        else:
-            tracker.start()
-            study.set_user_attr("mlflow_parent_run_id", tracker.run_id)
-            tracker.set_tags({"optuna.study": self.experiment_name, "kubetrade.step": "tune"})
-            objective = spec.objective
-            tracker.log_params(
-                {
-                    "metric": objective.metric,
-                    "mode": objective.mode,
-                    "max_t": objective.max_t,
-                    "max_concurrent_trials": objective.max_concurrent_trials,
-                    "sampler": spec.sampler.type,
-                    "seed": spec.sampler.seed,
-                    "pruner": spec.pruner.type,
-                    "grace_period": spec.pruner.grace_period,
-                    "reduction_factor": spec.pruner.reduction_factor,
-                    "search_space": json.dumps(spec.space.to_dict()),
-                }
-            )
-        return tracker
 
     def _log_parent(self, parent: Any, spec: TuningSpec, result: TuningResult) -> None:
         report = result.study

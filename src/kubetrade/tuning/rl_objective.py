@@ -45,17 +45,18 @@ from pydantic import ValidationError
 from kubetrade.config import apply_overrides, format_validation_error, load_yaml_model
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig, check_agent_type
+from kubetrade.tuning.objective import HybridObjective
 from kubetrade.tuning.optuna_backend import (
     TRIALS_DIR,
-    HybridObjective,
     StudyReport,
     TrialSetup,
     open_study,
     run_study,
     storage_url,
+    study_parent_run,
 )
 from kubetrade.tuning.space import Choice, IntRange, SearchSpace
-from kubetrade.tuning.spec import TuningSpec, load_tuning_spec
+from kubetrade.tuning.spec import TuningSpec, check_model_path, load_tuning_spec
 
 __all__ = [
     "RL_OBJECTIVE",
@@ -81,27 +82,13 @@ _FROZEN = ("split", "agent_types", "output_dir")
 
 
 # ---------------------------------------------------------------- configs
-def _check_rl_path(dotted: str, where: str) -> None:
-    """Refuse a dotted path that names no RLTrainingConfig field (typos fail loudly)."""
-    node: Any = RLTrainingConfig
-    for part in dotted.split("."):
-        fields = getattr(node, "model_fields", None)
-        if fields is None or part not in fields:
-            allowed = ", ".join(fields) if fields else "nothing: it is a leaf value"
-            raise ConfigError(
-                f"{where}: {dotted!r} is not an rl_training path: unknown key {part!r} "
-                f"(allowed: {allowed})"
-            )
-        node = fields[part].annotation
-
-
 def build_rl_config(
     base: Mapping[str, Any], overrides: Mapping[str, Any], where: str
 ) -> RLTrainingConfig:
     """``base`` (rl_training dict) with dotted ``overrides``, validated; errors name ``where``."""
     data = copy.deepcopy(dict(base))
     for dotted in overrides:
-        _check_rl_path(dotted, where)
+        check_model_path(RLTrainingConfig, dotted, where, "rl_training")
     apply_overrides(data, dict(overrides))
     try:
         return RLTrainingConfig.model_validate(data)
@@ -414,32 +401,20 @@ def _parent_run(
     """The study's MLflow parent run (reattached on resume), or None without a tracking URI."""
     if tracking_uri is None:
         return None
-    from kubetrade.training.tracking import MlflowTracker
-
-    tracker = MlflowTracker(run_dir, name, tracking_uri, run_name=f"tune-{name}")
-    previous = study.user_attrs.get("mlflow_parent_run_id")
-    if previous:
-        try:
-            tracker.client.get_run(previous)
-        except Exception:  # another tracking store, or the run was deleted
-            previous = None
-    if previous:
-        tracker.run_id = previous
-        tracker.client.update_run(previous, status="RUNNING")
-        return tracker
-    tracker.start()
-    study.set_user_attr("mlflow_parent_run_id", tracker.run_id)
-    tracker.set_tags({"optuna.study": name, "kubetrade.step": "tune-rl"})
-    tracker.log_params(
-        {
+    return study_parent_run(
+        study,
+        run_dir,
+        name,
+        tracking_uri,
+        step="tune-rl",
+        params={
             "agent_type": agent_type,
             "metric": spec.objective.metric,
             "sampler": spec.sampler.type,
             "seed": spec.sampler.seed,
             "search_space": json.dumps(spec.space.to_dict()),
-        }
+        },
     )
-    return tracker
 
 
 def _write_best(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from kubetrade.config import StrictModel, TrainingConfig, apply_overrides, format_validation_error
 from kubetrade.errors import ConfigError
@@ -48,6 +48,7 @@ __all__ = [
     "TuningSpec",
     "load_tuning_spec",
     "apply_spec_overrides",
+    "check_model_path",
     "metric_direction",
 ]
 
@@ -356,7 +357,7 @@ def build_config(
     """``base`` with dotted ``overrides`` applied, validated; ConfigError names ``where``."""
     data = copy.deepcopy(dict(base))
     for dotted in overrides:
-        _check_path(dotted, where)
+        check_model_path(TrainingConfig, dotted, where)
     apply_overrides(data, dict(overrides))
     try:
         return TrainingConfig.model_validate(data)
@@ -364,15 +365,21 @@ def build_config(
         raise ConfigError(format_validation_error(exc, where)) from None
 
 
-def _check_path(dotted: str, where: str) -> None:
-    """Refuse a dotted path that names no TrainingConfig field (typos fail loudly)."""
-    node: Any = TrainingConfig
+def check_model_path(
+    model: type[BaseModel], dotted: str, where: str, what: str = "training-config"
+) -> None:
+    """Refuse a dotted path that names no field of ``model`` (typos fail loudly).
+
+    Raises:
+        ConfigError: ``where: 'a.b' is not a <what> path: unknown key 'b' (allowed: ...)``.
+    """
+    node: Any = model
     for part in dotted.split("."):
         fields = getattr(node, "model_fields", None)
         if fields is None or part not in fields:
             allowed = ", ".join(fields) if fields else "nothing: it is a leaf value"
             raise ConfigError(
-                f"{where}: {dotted!r} is not a training-config path: unknown key {part!r} "
+                f"{where}: {dotted!r} is not a {what} path: unknown key {part!r} "
                 f"(allowed: {allowed})"
             )
         node = fields[part].annotation
