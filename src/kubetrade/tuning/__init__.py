@@ -20,9 +20,9 @@ if TYPE_CHECKING:
         AdvancedTrainingPipeline,
         KatibDryRun,
         TuningResult,
-        as_tuning_bundle,
         tune,
     )
+    from kubetrade.tuning.data import as_tuning_bundle
     from kubetrade.tuning.katib_backend import (
         KatibOptions,
         build_tuning_experiment,
@@ -63,7 +63,7 @@ _EXPORTS: dict[str, str] = {
     "BEST_PARAMS_NAME": "kubetrade.tuning.api",
     "KatibDryRun": "kubetrade.tuning.api",
     "TuningResult": "kubetrade.tuning.api",
-    "as_tuning_bundle": "kubetrade.tuning.api",
+    "as_tuning_bundle": "kubetrade.tuning.data",
     "tune": "kubetrade.tuning.api",
     "KatibOptions": "kubetrade.tuning.katib_backend",
     "build_tuning_experiment": "kubetrade.tuning.katib_backend",

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 
 from kubetrade.config import TrainingConfig, apply_overrides
 from kubetrade.errors import ConfigError, TrainingError
+from kubetrade.tuning.data import as_tuning_bundle
 from kubetrade.tuning.katib_backend import (
     KatibOptions,
     build_tuning_experiment,
@@ -58,7 +58,6 @@ __all__ = [
     "TuningResult",
     "KatibDryRun",
     "tune",
-    "as_tuning_bundle",
     "BEST_CONFIG_NAME",
     "BEST_PARAMS_NAME",
 ]
@@ -95,39 +94,6 @@ class KatibDryRun:
     experiment: dict[str, Any]
     yaml: str
     path: Path
-
-
-# ---------------------------------------------------------------- data
-def as_tuning_bundle(bundle: Any) -> Any:
-    """Train + validation windows in the trainer's format; the test split is left out.
-
-    Accepts a :class:`~kubetrade.data.splits.DatasetBundle` (or anything with ``train`` and
-    ``val`` splits carrying ``X``, ``y_cls``, ``y_reg``, ``timestamps``, ``symbols``) or the
-    path of its ``.npz``. ``bundle.test`` is never read.
-    """
-    from kubetrade.data.splits import DatasetBundle, WindowSet, load_bundle
-
-    if isinstance(bundle, str | Path):
-        bundle = load_bundle(bundle)
-
-    def convert(split: Any) -> WindowSet:
-        if not hasattr(split, "y_cls"):
-            raise TrainingError(f"{type(split).__name__} has no y_cls labels; not a window split")
-        return WindowSet(
-            np.asarray(split.X, dtype=np.float32),
-            np.asarray(split.y_cls, dtype=np.int64),
-            np.asarray(split.y_reg, dtype=np.float32),
-            np.asarray(split.timestamps),
-            np.asarray(split.symbols).astype(str),
-        )
-
-    train, val = convert(bundle.train), convert(bundle.val)
-    return DatasetBundle(
-        train=train,
-        val=val,
-        test=val.take(slice(0, 0)),
-        feature_names=list(getattr(bundle, "feature_names", []) or []),
-    )
 
 
 # ---------------------------------------------------------------- pipeline

@@ -39,6 +39,7 @@ import optuna
 from optuna.trial import TrialState
 
 from kubetrade.errors import ConfigError, TrainingError
+from kubetrade.tuning.data import _without_test
 from kubetrade.tuning.spec import PrunerSettings, SamplerSettings, TuningSpec
 
 __all__ = [
@@ -421,15 +422,3 @@ def worker_loop(setup: TrialSetup, url: str, index: int, claims: str | Path, tot
     objective = resolve_objective(setup.objective)(setup, load_bundle(setup.bundle_path))
     while claim_trial(claims, total):
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_log_trial])
-
-
-def _without_test(bundle: Any) -> Any:
-    """Train + val with an empty test split: workers never even receive test windows."""
-    from kubetrade.data.splits import DatasetBundle
-
-    return DatasetBundle(
-        train=bundle.train,
-        val=bundle.val,
-        test=bundle.val.take(slice(0, 0)),
-        feature_names=list(getattr(bundle, "feature_names", [])),
-    )

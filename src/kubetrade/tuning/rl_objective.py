@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from kubetrade.config import apply_overrides, format_validation_error, load_yaml_model
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig, check_agent_type
+from kubetrade.tuning.data import RLTuningData, mask_test_period
 from kubetrade.tuning.objective import HybridObjective
 from kubetrade.tuning.optuna_backend import (
     TRIALS_DIR,
@@ -61,13 +62,11 @@ from kubetrade.tuning.spec import TuningSpec, check_model_path, load_tuning_spec
 __all__ = [
     "RL_OBJECTIVE",
     "RL_METRIC",
-    "RLTuningData",
     "RLObjective",
     "RLTuningResult",
     "build_rl_config",
     "validate_rl_spec",
     "rl_base_params",
-    "mask_test_period",
     "tune_rl_agent",
 ]
 
@@ -76,7 +75,6 @@ log = logging.getLogger("kubetrade.tuning")
 RL_OBJECTIVE = "kubetrade.tuning.rl_objective:RLObjective"
 #: The objective of an RL study: ``sharpe_ratio`` of the deterministic validation episode.
 RL_METRIC = "val_sharpe_ratio"
-_PRICE_COLUMNS = ("open", "high", "low", "close")
 #: rl_training.yaml paths a study may not set: they move the periods or change what is trained.
 _FROZEN = ("split", "agent_types", "output_dir")
 
@@ -161,51 +159,6 @@ def rl_base_params(spec: TuningSpec, base: Mapping[str, Any]) -> dict[str, Any]:
     """The configured values of the search-space parameters (trial 0), where in range."""
     cfg = build_rl_config(base, spec.fixed, "fixed").model_dump(mode="json")
     return spec.values_in_space(cfg)
-
-
-# ---------------------------------------------------------------- data
-@dataclass
-class RLTuningData:
-    """What every trial trains on (the objective factory's ``bundle``); test period blanked."""
-
-    agent_type: str
-    env_config: TradingEnvConfig
-    prices: pd.DataFrame
-    features: pd.DataFrame
-    periods: Any  # kubetrade.rl.pipeline.Periods
-
-
-def mask_test_period(
-    env_cfg: TradingEnvConfig,
-    rl_cfg: RLTrainingConfig,
-    prices: pd.DataFrame | None,
-    features: pd.DataFrame | None,
-) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    """Prices and features with every bar of the test period overwritten, and the periods.
-
-    Rows are kept (so the calendar, hence the split, is unchanged) but carry no test
-    information: OHLC flat at each symbol's last pre-test close, volume at its last value,
-    every feature 0.
-    """
-    from kubetrade.rl.pipeline import prepare_data, split_periods
-
-    prices, features = prepare_data(env_cfg, prices, features)
-    periods = split_periods(env_cfg, rl_cfg, prices)
-    cut = pd.Timestamp(periods.test[0], tz="UTC")
-    px = prices.copy()
-    in_test = px["timestamp"] >= cut
-    last = px[~in_test].sort_values("timestamp").groupby("symbol").tail(1).set_index("symbol")
-    symbols = px.loc[in_test, "symbol"]
-    for column in _PRICE_COLUMNS:
-        px.loc[in_test, column] = symbols.map(last["close"]).to_numpy()
-    if "volume" in px.columns:
-        px.loc[in_test, "volume"] = symbols.map(last["volume"]).to_numpy()
-    fx = features.copy()
-    numeric = [c for c in fx.select_dtypes("number").columns if c != "timestamp"]
-    fx.loc[fx["timestamp"] >= cut, numeric] = 0.0
-    if split_periods(env_cfg, rl_cfg, px) != periods:  # pragma: no cover - rows are kept
-        raise TrainingError("masking the test period moved the split")
-    return px, fx, periods
 
 
 # ---------------------------------------------------------------- one trial
