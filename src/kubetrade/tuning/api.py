@@ -10,14 +10,23 @@
     result.config              # TrainingConfig with the best values
     result.best_config_path    # runs/tune/tuning/best_config.yaml -> `train --config ...`
 
-Tuning sees train and validation windows only: :func:`as_tuning_bundle` copies those two
-splits and replaces the test split with an empty one before any trial starts.
+Tuning sees train and validation windows only:
+:func:`~kubetrade.tuning.data.as_tuning_bundle` copies those two splits and replaces the
+test split with an empty one before any trial starts.
 
 Outputs in ``<run_dir>/tuning/``: ``optuna.db`` (the study; rerun to resume),
 ``best_config.yaml`` (the training config with the best values, loadable by
 :func:`~kubetrade.config.load_training_config`), ``best_params.json``, ``trials.csv``, and for
 Katib ``katib_experiment.yaml``. The MLflow parent run (experiment ``experiment_name``) holds
 them as artifacts; each trial is a child run.
+
+Why this module is long: most of it is one class, :class:`AdvancedTrainingPipeline`, the
+guide's API with its option checks, the local and Katib paths and the outputs both write
+(best config, best params, trials table, MLflow parent run). The study machinery
+(:mod:`~kubetrade.tuning.optuna_backend`), the trial (:mod:`~kubetrade.tuning.objective`),
+the Katib Experiment (:mod:`~kubetrade.tuning.katib_backend`) and the data
+(:mod:`~kubetrade.tuning.data`) already live elsewhere; splitting the class's methods across
+modules would only scatter one object.
 """
 
 from __future__ import annotations
