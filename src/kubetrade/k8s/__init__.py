@@ -16,24 +16,22 @@ from kubetrade.k8s.katib import (
     ALGORITHMS,
     KATIB_METRIC_REGEX,
     TRIAL_NAME_PLACEHOLDER,
-    BestTrial,
-    Choice,
-    ExperimentProgress,
-    IntRange,
-    LogUniform,
     MedianStop,
-    SearchSpace,
-    TrialMetric,
-    Uniform,
-    best_trial_from_status,
     build_experiment,
-    experiment_progress,
     katib_parameters,
+)
+from kubetrade.k8s.katib_status import (
+    BestTrial,
+    ExperimentProgress,
+    TrialMetric,
+    best_trial_from_status,
+    experiment_progress,
 )
 from kubetrade.k8s.launcher import CustomResourceLauncher, WaitResult
 from kubetrade.k8s.lifecycle import kube_clients, run_experiment, run_pytorchjob
 from kubetrade.k8s.pods import master_pod_selector
 from kubetrade.k8s.pytorchjob import build_pytorchjob, trainer_command
+from kubetrade.tuning.space import Choice, IntRange, LogUniform, SearchSpace, Uniform
 
 __all__ = [
     "ALGORITHMS",

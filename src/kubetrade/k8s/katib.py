@@ -28,13 +28,6 @@ from pydantic import Field
 from kubetrade.config import StrictModel
 from kubetrade.errors import ConfigError
 from kubetrade.k8s.cluster_profile import ClusterTrainingProfile, current_namespace
-from kubetrade.k8s.katib_status import (
-    BestTrial,
-    ExperimentProgress,
-    TrialMetric,
-    best_trial_from_status,
-    experiment_progress,
-)
 from kubetrade.k8s.pytorchjob import CONTAINER_NAME, build_pytorchjob
 from kubetrade.k8s.versions import (
     DEFAULT_KATIB_VERSION,
@@ -45,7 +38,6 @@ from kubetrade.tuning.space import (
     Choice,
     IntRange,
     LogUniform,
-    Parameter,
     SearchSpace,
     Uniform,
     format_number,
@@ -62,20 +54,9 @@ __all__ = [
     "FAILURE_CONDITION",
     "TRIAL_NAME_PLACEHOLDER",
     "EXPERIMENT_LABEL",
-    "LogUniform",
-    "Uniform",
-    "IntRange",
-    "Choice",
-    "Parameter",
-    "SearchSpace",
     "MedianStop",
-    "TrialMetric",
-    "BestTrial",
-    "ExperimentProgress",
     "build_experiment",
     "katib_parameters",
-    "best_trial_from_status",
-    "experiment_progress",
 ]
 
 KATIB_GROUP = "kubeflow.org"

@@ -30,14 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from kubetrade.errors import ConfigError
-from kubetrade.k8s.cluster_profile import (
-    ClusterTrainingProfile,
-    SecretRef,
-    Toleration,
-    cluster_profile_from_configmap,
-    current_namespace,
-    load_cluster_profile,
-)
+from kubetrade.k8s.cluster_profile import ClusterTrainingProfile, current_namespace
 
 __all__ = [
     "PYTORCHJOB_GROUP",
@@ -48,12 +41,6 @@ __all__ = [
     "POD_ANNOTATIONS",
     "MASTER_PORT",
     "TRAINER_MODULE",
-    "SecretRef",
-    "Toleration",
-    "ClusterTrainingProfile",
-    "load_cluster_profile",
-    "cluster_profile_from_configmap",
-    "current_namespace",
     "build_pytorchjob",
     "trainer_command",
     "hardened_container_security_context",

@@ -45,8 +45,8 @@ PROFILE_ENV = "KUBETRADE_CLUSTER_PROFILE"
 
 def resolve_profile(core: Any = None) -> Any:
     """The :class:`~kubetrade.k8s.ClusterTrainingProfile` for this run's trainer pods."""
+    from kubetrade.k8s.cluster_profile import cluster_profile_from_configmap, load_cluster_profile
     from kubetrade.k8s.lifecycle import kube_clients
-    from kubetrade.k8s.pytorchjob import cluster_profile_from_configmap, load_cluster_profile
 
     path = os.environ.get(PROFILE_ENV)
     if path:

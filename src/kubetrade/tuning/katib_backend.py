@@ -27,13 +27,9 @@ import yaml
 
 from kubetrade.errors import ConfigError
 from kubetrade.k8s import goyaml
-from kubetrade.k8s.katib import (
-    TRIAL_NAME_PLACEHOLDER,
-    BestTrial,
-    MedianStop,
-    build_experiment,
-)
-from kubetrade.k8s.pytorchjob import ClusterTrainingProfile, current_namespace
+from kubetrade.k8s.cluster_profile import ClusterTrainingProfile, current_namespace
+from kubetrade.k8s.katib import TRIAL_NAME_PLACEHOLDER, MedianStop, build_experiment
+from kubetrade.k8s.katib_status import BestTrial
 from kubetrade.k8s.versions import DEFAULT_KATIB_VERSION
 from kubetrade.tuning.spec import TuningSpec
 

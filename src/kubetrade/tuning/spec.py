@@ -1,6 +1,6 @@
 """The tuning file (``config/search_space.yaml``): one search space plus the study's settings.
 
-The file has a ``parameters`` section in :class:`~kubetrade.k8s.katib.SearchSpace`'s format
+The file has a ``parameters`` section in :class:`~kubetrade.tuning.space.SearchSpace`'s format
 and the settings both backends share::
 
     objective: {metric: val_sharpe_ratio, mode: max, num_trials: 50,
