@@ -56,7 +56,6 @@ from kubetrade.tuning.optuna_backend import (
     storage_url,
     study_parent_run,
 )
-from kubetrade.tuning.space import Choice, IntRange, SearchSpace
 from kubetrade.tuning.spec import TuningSpec, check_model_path, load_tuning_spec
 
 __all__ = [
@@ -92,16 +91,6 @@ def build_rl_config(
         return RLTrainingConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
-
-
-def _probe_values(space: SearchSpace, name: str) -> list[Any]:
-    p = space[name]
-    if isinstance(p, Choice):
-        return list(p.values)
-    if isinstance(p, IntRange):
-        count = (p.high - p.low) // p.step + 1
-        return list(range(p.low, p.high + 1, p.step)) if count <= 256 else [p.low, p.high]
-    return [p.low, p.high]
 
 
 def validate_rl_spec(
@@ -149,7 +138,7 @@ def validate_rl_spec(
             )
     reference = build_rl_config(base, spec.fixed, "fixed")
     for name in spec.space:
-        for value in _probe_values(spec.space, name):
+        for value in spec.space.probe_values(name):
             overrides = {**spec.fixed, **{t: value for t in spec.targets(name)}}
             build_rl_config(base, overrides, f"search space parameter {name!r} = {value!r}")
     return reference

@@ -260,6 +260,17 @@ class SearchSpace:
             )
         return axes
 
+    def probe_values(self, name: str) -> list[Any]:
+        """Values that exercise parameter ``name`` when checking a config: every choice,
+        every int (or both ends of a range over 256 values), both ends of a float range."""
+        p = self._params[name]
+        if isinstance(p, Choice):
+            return list(p.values)
+        if isinstance(p, IntRange):
+            count = (p.high - p.low) // p.step + 1
+            return list(range(p.low, p.high + 1, p.step)) if count <= 256 else [p.low, p.high]
+        return [p.low, p.high]
+
     def grid_size(self) -> int | None:
         """Number of grid points, or None when a parameter is continuous without ``step``."""
         try:

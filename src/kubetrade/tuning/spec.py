@@ -312,14 +312,8 @@ class TuningSpec:
         return out
 
     def probe_values(self, name: str) -> list[Any]:
-        """Values :meth:`validate` tries: every choice, every int (or both ends), float ends."""
-        p = self.space[name]
-        if isinstance(p, Choice):
-            return list(p.values)
-        if isinstance(p, IntRange):
-            count = (p.high - p.low) // p.step + 1
-            return list(range(p.low, p.high + 1, p.step)) if count <= 256 else [p.low, p.high]
-        return [p.low, p.high]
+        """Values :meth:`validate` tries (:meth:`SearchSpace.probe_values`)."""
+        return self.space.probe_values(name)
 
     def validate(self, base: Mapping[str, Any]) -> TrainingConfig:
         """Check every probe value of every parameter against the base training config.
