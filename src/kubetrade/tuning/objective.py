@@ -103,24 +103,44 @@ class HybridObjective:
         finally:
             torch.set_num_threads(threads)
             seconds = time.perf_counter() - started
-            trial.set_user_attr("epochs_run", epochs)
-            trial.set_user_attr("seconds", round(seconds, 3))
-            trial.set_user_attr("state", state)
-            if not setup.keep_trial_files:
-                shutil.rmtree(trial_dir, ignore_errors=True)
-            if tracker is not None:
-                tracker.log_metrics(
-                    {
-                        f"best_{metric}": value,
-                        "epochs_run": epochs,
-                        "pruned": float(state == "PRUNED"),
-                    }
-                )
-                tracker.set_tags({"optuna.state": state})
-                tracker.end("FAILED" if state == "FAIL" else "FINISHED")
+            self._finish_trial(
+                trial,
+                trial_dir,
+                tracker,
+                state=state,
+                epochs=epochs,
+                seconds=seconds,
+                metrics={
+                    f"best_{metric}": value,
+                    "epochs_run": epochs,
+                    "pruned": float(state == "PRUNED"),
+                },
+            )
         if state == "PRUNED":
             raise optuna.TrialPruned(f"pruned after epoch {reporter.pruned_epoch}")
         return value
+
+    def _finish_trial(
+        self,
+        trial: optuna.Trial,
+        trial_dir: Path,
+        tracker: Any,
+        *,
+        state: str,
+        epochs: int,
+        seconds: float,
+        metrics: dict[str, float],
+    ) -> None:
+        """Record how a trial ended (user attributes, its MLflow child run), drop its files."""
+        trial.set_user_attr("epochs_run", epochs)
+        trial.set_user_attr("seconds", round(seconds, 3))
+        trial.set_user_attr("state", state)
+        if not self.setup.keep_trial_files:
+            shutil.rmtree(trial_dir, ignore_errors=True)
+        if tracker is not None:
+            tracker.log_metrics(metrics)
+            tracker.set_tags({"optuna.state": state})
+            tracker.end("FAILED" if state == "FAIL" else "FINISHED")
 
     def _start_run(
         self, trial: optuna.Trial, params: dict[str, Any], overrides: dict[str, Any], run_dir: Path

@@ -30,7 +30,6 @@ import copy
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -199,15 +198,15 @@ class RLObjective(HybridObjective):
             torch.set_num_threads(threads)
             seconds = time.perf_counter() - started
             trial.set_user_attr("validation", validation)
-            trial.set_user_attr("epochs_run", 1)  # one training run; StudyReport accounting
-            trial.set_user_attr("seconds", round(seconds, 3))
-            trial.set_user_attr("state", state)
-            if not setup.keep_trial_files:
-                shutil.rmtree(trial_dir, ignore_errors=True)
-            if tracker is not None:
-                tracker.log_metrics({f"val_{k}": v for k, v in validation.items()})
-                tracker.set_tags({"optuna.state": state})
-                tracker.end("FAILED" if state == "FAIL" else "FINISHED")
+            self._finish_trial(
+                trial,
+                trial_dir,
+                tracker,
+                state=state,
+                epochs=1,  # one training run; StudyReport accounting
+                seconds=seconds,
+                metrics={f"val_{k}": v for k, v in validation.items()},
+            )
         return value
 
 
