@@ -261,7 +261,9 @@ def test_9_created_resources_are_owned_by_the_step_pod_and_deleted_on_sigterm(
     )
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingError, match="SIGTERM"):
-        run_pytorchjob(build_pytorchjob("job", job_profile(IMAGE)), deadline_s=3600, launcher=launcher)
+        run_pytorchjob(
+            build_pytorchjob("job", job_profile(IMAGE)), deadline_s=3600, launcher=launcher
+        )
     assert api.created[0]["metadata"]["ownerReferences"] == [owner]
     assert api.deleted == ["job"]
     assert signal.getsignal(signal.SIGTERM) is before
