@@ -39,9 +39,8 @@ from typing import Any
 import optuna
 import pandas as pd
 import yaml
-from pydantic import ValidationError
 
-from kubetrade.config import apply_overrides, format_validation_error, load_yaml_model
+from kubetrade.config import apply_overrides, load_yaml_model
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig, check_agent_type
 from kubetrade.tuning.data import RLTuningData, mask_test_period
@@ -55,7 +54,7 @@ from kubetrade.tuning.optuna_backend import (
     storage_url,
     study_parent_run,
 )
-from kubetrade.tuning.spec import TuningSpec, check_model_path, load_tuning_spec
+from kubetrade.tuning.spec import TuningSpec, build_model_config, load_tuning_spec
 
 __all__ = [
     "RL_OBJECTIVE",
@@ -82,14 +81,7 @@ def build_rl_config(
     base: Mapping[str, Any], overrides: Mapping[str, Any], where: str
 ) -> RLTrainingConfig:
     """``base`` (rl_training dict) with dotted ``overrides``, validated; errors name ``where``."""
-    data = copy.deepcopy(dict(base))
-    for dotted in overrides:
-        check_model_path(RLTrainingConfig, dotted, where, "rl_training")
-    apply_overrides(data, dict(overrides))
-    try:
-        return RLTrainingConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+    return build_model_config(RLTrainingConfig, base, overrides, where, "rl_training")
 
 
 def validate_rl_spec(

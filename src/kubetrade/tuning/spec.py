@@ -29,13 +29,15 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from kubetrade.config import StrictModel, TrainingConfig, apply_overrides, format_validation_error
 from kubetrade.errors import ConfigError
 from kubetrade.tuning.space import Choice, IntRange, SearchSpace
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 __all__ = [
     "EPOCH_METRICS",
@@ -48,6 +50,7 @@ __all__ = [
     "TuningSpec",
     "load_tuning_spec",
     "apply_spec_overrides",
+    "build_model_config",
     "check_model_path",
     "metric_direction",
 ]
@@ -349,12 +352,24 @@ def build_config(
     base: Mapping[str, Any], overrides: Mapping[str, Any], where: str
 ) -> TrainingConfig:
     """``base`` with dotted ``overrides`` applied, validated; ConfigError names ``where``."""
+    return build_model_config(TrainingConfig, base, overrides, where)
+
+
+def build_model_config(
+    model: type[ModelT],
+    base: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    where: str,
+    what: str = "training-config",
+) -> ModelT:
+    """``base`` (a dict of ``model``) with dotted ``overrides``, each path checked against
+    ``model`` first (:func:`check_model_path`), validated; ConfigError names ``where``."""
     data = copy.deepcopy(dict(base))
     for dotted in overrides:
-        check_model_path(TrainingConfig, dotted, where)
+        check_model_path(model, dotted, where, what)
     apply_overrides(data, dict(overrides))
     try:
-        return TrainingConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
 
