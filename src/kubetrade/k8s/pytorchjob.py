@@ -188,21 +188,132 @@ def build_pytorchjob(
         ConfigError: a value the API server or the operator would reject, or a GPU/process
             layout that cannot work (more processes than GPUs per pod).
     """
-    p = profile
-    namespace = p.namespace or current_namespace()
-    image, image_pull_policy = p.image, p.image_pull_policy
-    num_workers, nproc_per_node, gpus_per_worker = (
-        p.num_workers,
-        p.nproc_per_node,
-        p.gpus_per_worker,
-    )
-    cpu_request, cpu_limit = p.cpu_request, p.cpu_limit
-    memory_request, memory_limit, shm_size = p.memory_request, p.memory_limit, p.shm_size
-    pvc_name, data_mount_path, service_account = p.pvc_name, p.data_mount_path, p.service_account
-    backoff_limit, restart_policy = p.backoff_limit, p.restart_policy
+    namespace = profile.namespace or current_namespace()
     if include_metadata_name:
         validate_k8s_name(name, "PyTorchJob name", max_len=50)  # pods add '-worker-<n>'
         validate_k8s_name(namespace, "namespace")
+    _check_profile(profile, launcher, custom_command=command is not None)
+
+    env_list: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+    ]
+    seen = {e["name"] for e in env_list}
+    for key, value in profile.env.items():
+        _check_env_name(key, seen)
+        env_list.append({"name": key, "value": str(value)})
+    for key, secret in profile.secret_env.items():
+        _check_env_name(key, seen)
+        validate_k8s_name(secret.secret, f"secret for env {key}", max_len=253, subdomain=True)
+        selector: dict[str, Any] = {"name": secret.secret, "key": secret.key}
+        if secret.optional:
+            selector["optional"] = True
+        env_list.append({"name": key, "valueFrom": {"secretKeyRef": selector}})
+
+    limits: dict[str, str] = {"cpu": profile.cpu_limit, "memory": profile.memory_limit}
+    if profile.gpus_per_worker:
+        limits["nvidia.com/gpu"] = str(profile.gpus_per_worker)
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    # DataLoader workers, several torchrun processes and NCCL all share memory through
+    # /dev/shm, which container runtimes cap at 64 MiB; tmpfs pages count against the limit.
+    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    volumes.append(
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": profile.shm_size}}
+    )
+    if profile.pvc_name is not None:
+        mounts.append({"name": "data", "mountPath": profile.data_mount_path})
+        claim = {"claimName": profile.pvc_name}
+        volumes.append({"name": "data", "persistentVolumeClaim": claim})
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": profile.image,
+        "imagePullPolicy": profile.image_pull_policy,
+        "command": list(command) if command is not None else trainer_command(launcher),
+        "args": [str(a) for a in args],
+        "env": env_list,
+        "ports": [{"name": PORT_NAME, "containerPort": MASTER_PORT, "protocol": "TCP"}],
+        "resources": {
+            "requests": {"cpu": profile.cpu_request, "memory": profile.memory_request},
+            "limits": limits,
+        },
+        "securityContext": hardened_container_security_context(),
+        "volumeMounts": mounts,
+    }
+    all_labels = {
+        "app.kubernetes.io/part-of": "kubetrade",
+        "app.kubernetes.io/component": "trainer",
+    }
+    all_labels.update(labels or {})
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": hardened_pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if profile.service_account is not None:
+        pod_spec["serviceAccountName"] = profile.service_account
+    if profile.node_selector:
+        pod_spec["nodeSelector"] = dict(profile.node_selector)
+    if profile.tolerations:
+        pod_spec["tolerations"] = [t.to_k8s() for t in profile.tolerations]
+
+    def replica(replicas: int) -> dict[str, Any]:
+        return {
+            "replicas": replicas,
+            "restartPolicy": profile.restart_policy,
+            "template": {
+                "metadata": {"labels": dict(all_labels), "annotations": dict(POD_ANNOTATIONS)},
+                "spec": _deep_copy(pod_spec),
+            },
+        }
+
+    replica_specs = {"Master": replica(1)}
+    if profile.num_workers:
+        replica_specs["Worker"] = replica(profile.num_workers)
+    # Running: when the job ends (succeeded, failed, or a Katib trial early-stopped through
+    # its master) pods still running (workers) are deleted; finished pods stay for their logs.
+    run_policy: dict[str, Any] = {
+        "backoffLimit": profile.backoff_limit,
+        "cleanPodPolicy": "Running",
+    }
+    if profile.active_deadline_seconds is not None:
+        run_policy["activeDeadlineSeconds"] = profile.active_deadline_seconds
+    if profile.ttl_seconds_after_finished is not None:
+        run_policy["ttlSecondsAfterFinished"] = profile.ttl_seconds_after_finished
+
+    metadata: dict[str, Any] = {"labels": dict(all_labels)}
+    if include_metadata_name:
+        metadata = {"name": name, "namespace": namespace, **metadata}
+    return {
+        "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
+        "kind": PYTORCHJOB_KIND,
+        "metadata": metadata,
+        "spec": {
+            "nprocPerNode": str(profile.nproc_per_node),
+            "runPolicy": run_policy,
+            "pytorchReplicaSpecs": replica_specs,
+        },
+    }
+
+
+def _check_profile(profile: ClusterTrainingProfile, launcher: str, *, custom_command: bool) -> None:
+    """What the API server or the operator would reject, or a layout that cannot work.
+
+    The profile's own validators ran when it was loaded, but ``model_copy(update=...)``
+    (trial overrides, :meth:`ClusterTrainingProfile.build`) skips them, so every value the
+    job depends on is checked here again.
+    """
+    image, image_pull_policy = profile.image, profile.image_pull_policy
+    num_workers, nproc_per_node = profile.num_workers, profile.nproc_per_node
+    gpus_per_worker, backoff_limit = profile.gpus_per_worker, profile.backoff_limit
+    cpu_request, cpu_limit = profile.cpu_request, profile.cpu_limit
+    memory_request, memory_limit = profile.memory_request, profile.memory_limit
+    shm_size, restart_policy = profile.shm_size, profile.restart_policy
+    pvc_name, data_mount_path = profile.pvc_name, profile.data_mount_path
+    service_account = profile.service_account
     _check_image(image)
     if num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
@@ -215,7 +326,7 @@ def build_pytorchjob(
             f"nproc_per_node={nproc_per_node} exceeds gpus_per_worker={gpus_per_worker}: "
             "NCCL needs one GPU per process; lower nproc_per_node or request more GPUs"
         )
-    if launcher == "python" and nproc_per_node != 1 and command is None:
+    if launcher == "python" and nproc_per_node != 1 and not custom_command:
         raise ConfigError(
             f"launcher 'python' starts one process per pod but nproc_per_node={nproc_per_node}; "
             "use launcher='torchrun'"
@@ -248,104 +359,6 @@ def build_pytorchjob(
         validate_k8s_name(pvc_name, "pvc_name", max_len=253, subdomain=True)
     if service_account is not None:
         validate_k8s_name(service_account, "service_account", max_len=253, subdomain=True)
-
-    env_list: list[dict[str, Any]] = [
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
-        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-    ]
-    seen = {e["name"] for e in env_list}
-    for key, value in p.env.items():
-        _check_env_name(key, seen)
-        env_list.append({"name": key, "value": str(value)})
-    for key, secret in p.secret_env.items():
-        _check_env_name(key, seen)
-        validate_k8s_name(secret.secret, f"secret for env {key}", max_len=253, subdomain=True)
-        selector: dict[str, Any] = {"name": secret.secret, "key": secret.key}
-        if secret.optional:
-            selector["optional"] = True
-        env_list.append({"name": key, "valueFrom": {"secretKeyRef": selector}})
-
-    limits: dict[str, str] = {"cpu": cpu_limit, "memory": memory_limit}
-    if gpus_per_worker:
-        limits["nvidia.com/gpu"] = str(gpus_per_worker)
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    # DataLoader workers, several torchrun processes and NCCL all share memory through
-    # /dev/shm, which container runtimes cap at 64 MiB; tmpfs pages count against the limit.
-    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}})
-    if pvc_name is not None:
-        mounts.append({"name": "data", "mountPath": data_mount_path})
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": pvc_name}})
-
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": image,
-        "imagePullPolicy": image_pull_policy,
-        "command": list(command) if command is not None else trainer_command(launcher),
-        "args": [str(a) for a in args],
-        "env": env_list,
-        "ports": [{"name": PORT_NAME, "containerPort": MASTER_PORT, "protocol": "TCP"}],
-        "resources": {
-            "requests": {"cpu": cpu_request, "memory": memory_request},
-            "limits": limits,
-        },
-        "securityContext": hardened_container_security_context(),
-        "volumeMounts": mounts,
-    }
-    all_labels = {
-        "app.kubernetes.io/part-of": "kubetrade",
-        "app.kubernetes.io/component": "trainer",
-    }
-    all_labels.update(labels or {})
-    pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "securityContext": hardened_pod_security_context(),
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if service_account is not None:
-        pod_spec["serviceAccountName"] = service_account
-    if p.node_selector:
-        pod_spec["nodeSelector"] = dict(p.node_selector)
-    if p.tolerations:
-        pod_spec["tolerations"] = [t.to_k8s() for t in p.tolerations]
-
-    def replica(replicas: int) -> dict[str, Any]:
-        return {
-            "replicas": replicas,
-            "restartPolicy": restart_policy,
-            "template": {
-                "metadata": {"labels": dict(all_labels), "annotations": dict(POD_ANNOTATIONS)},
-                "spec": _deep_copy(pod_spec),
-            },
-        }
-
-    replica_specs = {"Master": replica(1)}
-    if num_workers:
-        replica_specs["Worker"] = replica(num_workers)
-    # Running: when the job ends (succeeded, failed, or a Katib trial early-stopped through
-    # its master) pods still running (workers) are deleted; finished pods stay for their logs.
-    run_policy: dict[str, Any] = {"backoffLimit": backoff_limit, "cleanPodPolicy": "Running"}
-    if p.active_deadline_seconds is not None:
-        run_policy["activeDeadlineSeconds"] = p.active_deadline_seconds
-    if p.ttl_seconds_after_finished is not None:
-        run_policy["ttlSecondsAfterFinished"] = p.ttl_seconds_after_finished
-
-    metadata: dict[str, Any] = {"labels": dict(all_labels)}
-    if include_metadata_name:
-        metadata = {"name": name, "namespace": namespace, **metadata}
-    return {
-        "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
-        "kind": PYTORCHJOB_KIND,
-        "metadata": metadata,
-        "spec": {
-            "nprocPerNode": str(nproc_per_node),
-            "runPolicy": run_policy,
-            "pytorchReplicaSpecs": replica_specs,
-        },
-    }
 
 
 def _check_env_name(key: str, seen: set[str]) -> None:
