@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -27,6 +28,51 @@ def embedded():
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+# ---------------------------------------------------------------- the one tiny training config
+#: The tiny hybrid model every quick training test uses (seconds per epoch on one CPU core).
+TINY_MODEL: dict[str, Any] = {
+    "cnn": {"hidden_dim": 8, "filter_sizes": [2, 3], "num_heads": 2, "dropout": 0.1},
+    "lstm": {"hidden_dim": 4, "num_layers": 1, "dropout": 0.0},
+    "fusion": {"output_dim": 8, "num_heads": 2},
+}
+
+
+def tiny_training_dict(**training: Any) -> dict[str, Any]:
+    """The tiny training config as a dict (3 epochs, batch 16, 12-bar windows, CPU, fp32);
+    ``training`` updates its ``training:`` section."""
+    return {
+        "model": copy.deepcopy(TINY_MODEL),
+        "training": {
+            "batch_size": 16,
+            "num_epochs": 3,
+            "early_stopping_patience": 5,
+            "scheduler": {"T_max": 3},
+            **training,
+        },
+        "data": {"sequence_length": 12},
+        "hardware": {"mixed_precision": False, "device": "cpu"},
+    }
+
+
+def tiny_training_config(**training: Any) -> Any:
+    """:func:`tiny_training_dict` as a validated :class:`~kubetrade.config.TrainingConfig`."""
+    from kubetrade.config import TrainingConfig
+
+    return TrainingConfig.model_validate(tiny_training_dict(**training))
+
+
+def tiny_overrides(**dotted: Any) -> dict[str, Any]:
+    """The tiny model as dotted ``config_overrides`` (for ``config/training.yaml`` based
+    tests), fp32; ``dotted`` adds or replaces paths (``**{"data.sequence_length": 20}``)."""
+    flat: dict[str, Any] = {
+        f"model.{block}.{key}": value
+        for block, fields in TINY_MODEL.items()
+        for key, value in fields.items()
+    }
+    flat["hardware.mixed_precision"] = False
+    return flat | dotted
 
 
 # ---------------------------------------------------------------- the one fake Kubernetes API
@@ -182,3 +228,20 @@ def load_pod_fixture(name: str) -> dict[str, Any]:
 @pytest.fixture
 def pod_fixture() -> Any:
     return load_pod_fixture
+
+
+IMAGE = "kubetrade/base:0.1.0"
+
+
+def job_profile(image: str = IMAGE, **fields: Any) -> Any:
+    """A :class:`~kubetrade.k8s.ClusterTrainingProfile` with a bare job layout: namespace
+    ``kubetrade``, no PVC, no service account (``fields`` set any other profile field)."""
+    from kubetrade.k8s import ClusterTrainingProfile
+
+    base: dict[str, Any] = {
+        "image": image,
+        "namespace": "kubetrade",
+        "pvc_name": None,
+        "service_account": None,
+    }
+    return ClusterTrainingProfile(**(base | fields))

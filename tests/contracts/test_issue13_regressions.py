@@ -24,7 +24,7 @@ import yaml
 from _contracts import executor_configs, katib_substitute, katib_wrap_primary_container
 from typer.testing import CliRunner
 
-from conftest import FakeClock, FakeKubernetesApi, load_pod_fixture
+from conftest import FakeClock, FakeKubernetesApi, job_profile, load_pod_fixture
 from kubetrade.cli import app
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.k8s import (
@@ -36,7 +36,7 @@ from kubetrade.k8s import (
     load_cluster_profile,
     run_pytorchjob,
 )
-from kubetrade.k8s.launcher import owner_reference, pod_problem
+from kubetrade.k8s.pods import owner_reference, pod_problem
 from kubetrade.tuning.katib_backend import KatibOptions, build_tuning_experiment
 from kubetrade.tuning.spec import TuningSpec
 
@@ -102,7 +102,7 @@ def test_4_tune_katib_trials_get_volume_service_account_and_the_bundle(
         }
     }  # fmt: skip
     api = FakeKubernetesApi([succeeded])
-    monkeypatch.setattr("kubetrade.k8s.launcher.kube_clients", lambda context=None: (api, api))
+    monkeypatch.setattr("kubetrade.k8s.lifecycle.kube_clients", lambda context=None: (api, api))
     result = CliRunner().invoke(
         app,
         ["tune", "--backend", "katib", "--bundle", "runs/r1/bundle.npz", "--run-dir",
@@ -261,7 +261,9 @@ def test_9_created_resources_are_owned_by_the_step_pod_and_deleted_on_sigterm(
     )
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingError, match="SIGTERM"):
-        run_pytorchjob(build_pytorchjob("job", image=IMAGE), deadline_s=3600, launcher=launcher)
+        run_pytorchjob(
+            build_pytorchjob("job", job_profile(IMAGE)), deadline_s=3600, launcher=launcher
+        )
     assert api.created[0]["metadata"]["ownerReferences"] == [owner]
     assert api.deleted == ["job"]
     assert signal.getsignal(signal.SIGTERM) is before
@@ -279,7 +281,7 @@ def test_9_owner_read_by_hostname_when_the_downward_api_is_missing() -> None:
 # ---------------------------------------------------------------- 11 cleanPodPolicy
 def test_11_pods_still_running_when_a_job_or_trial_ends_are_cleaned() -> None:
     exp = build_tuning_experiment(SPACE, KatibOptions(image=IMAGE), name="t")
-    for job in (build_pytorchjob("j", image=IMAGE, num_workers=2),
+    for job in (build_pytorchjob("j", job_profile(IMAGE, num_workers=2)),
                 exp["spec"]["trialTemplate"]["trialSpec"]):  # fmt: skip
         assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from _contracts import KATIB_SWAGGER, katib_validator, katib_webhook_errors, schema_problems
 
+from conftest import job_profile
 from kubetrade.errors import ConfigError
 from kubetrade.k8s import ALGORITHMS, MedianStop, build_experiment, goyaml
 from kubetrade.k8s.versions import KATIB_VERSIONS, katib_has_distribution
@@ -62,7 +63,8 @@ def _experiments(version: str) -> dict[str, dict[str, Any]]:
             early_stopping=MedianStop() if algorithm == "tpe" else None,
             additional_metrics=["val_loss"],
             katib_version=version,
-            job_options={"num_workers": 1, "pvc_name": "kubetrade-data"},
+            num_workers=1,
+            profile=job_profile(IMAGE, pvc_name="kubetrade-data"),
         )
     spec = TuningSpec.from_yaml(ROOT / "config" / "search_space.yaml")
     if katib_has_distribution(version):
@@ -147,7 +149,7 @@ def test_webhook_port_rejects_mistakes() -> None:
 def test_the_cluster_profile_names_its_katib_and_the_pipeline_follows_it(tmp_path: Path) -> None:
     from kubetrade.config import TrainingConfig
     from kubetrade.k8s import ClusterTrainingProfile, load_cluster_profile
-    from kubetrade.pipeline.cluster import katib_options
+    from kubetrade.k8s.train_step import katib_options
 
     kind = load_cluster_profile(ROOT / "manifests/overlays/kind/cluster-profile/profile.yaml")
     assert kind.katib_version == "v0.19.0"  # the kind pin

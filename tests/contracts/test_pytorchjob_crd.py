@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from _contracts import PYTORCHJOB_CRDS, crd_validator, schema_problems
 
+from conftest import job_profile
 from kubetrade.k8s import build_experiment, build_pytorchjob, load_cluster_profile
 from kubetrade.k8s.versions import TRAINING_OPERATOR_VERSIONS
 
@@ -20,17 +21,21 @@ PROFILES = sorted((ROOT / "manifests").glob("**/cluster-profile/profile.yaml"))
 
 def _jobs() -> dict[str, dict[str, Any]]:
     jobs = {
-        "cpu": build_pytorchjob("cpu", image=IMAGE, args=["--bundle", "/data/b"]),
+        "cpu": build_pytorchjob("cpu", job_profile(IMAGE), args=["--bundle", "/data/b"]),
         "gpu": build_pytorchjob(
             "gpu",
-            image="kubetrade/trainer:0.1.0",
-            num_workers=3,
-            nproc_per_node=2,
-            gpus_per_worker=2,
-            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            node_selector={"nvidia.com/gpu.present": "true"},
-            secret_env={"TOKEN": {"secret": "s", "key": "k", "optional": True}},
-            active_deadline_seconds=3600,
+            job_profile(
+                "kubetrade/trainer:0.1.0",
+                num_workers=3,
+                nproc_per_node=2,
+                gpus_per_worker=2,
+                tolerations=[
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                node_selector={"nvidia.com/gpu.present": "true"},
+                secret_env={"TOKEN": {"secret": "s", "key": "k", "optional": True}},
+                active_deadline_seconds=3600,
+            ),
         ),
     }
     for path in PROFILES:
@@ -41,7 +46,7 @@ def _jobs() -> dict[str, dict[str, Any]]:
     exp = build_experiment(
         "tune-x", namespace="kubetrade", trial_image=IMAGE,
         search_space={"lr": {"type": "uniform", "low": 0.1, "high": 0.5}},
-        job_options={"num_workers": 1},
+        num_workers=1, profile=job_profile(IMAGE),
     )  # fmt: skip
     trial = copy.deepcopy(exp["spec"]["trialTemplate"]["trialSpec"])
     trial["metadata"]["name"] = "tune-x-abcd1234"  # Katib names the trial's job

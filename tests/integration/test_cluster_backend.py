@@ -17,56 +17,40 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import FakeKubernetesApi
-from kubetrade.config import TrainingConfig
+from conftest import FakeKubernetesApi, tiny_training_config
 from kubetrade.errors import TrainingError
 from kubetrade.k8s import ClusterTrainingProfile, CustomResourceLauncher
-from kubetrade.pipeline.cluster import stage_inputs, train_on_cluster
+from kubetrade.k8s.train_step import stage_inputs, train_on_cluster
 from kubetrade.training.bundle import save_bundle, synthetic_bundle
 from kubetrade.training.callbacks import model_from_checkpoint
 
 torch.set_num_threads(1)
 
 
-def _tiny() -> TrainingConfig:
-    return TrainingConfig.model_validate(
-        {
-            "model": {
-                "cnn": {"hidden_dim": 8, "filter_sizes": [2, 3], "num_heads": 2},
-                "lstm": {"hidden_dim": 4, "num_layers": 1, "dropout": 0.0},
-                "fusion": {"output_dim": 8, "num_heads": 2},
-            },
-            "training": {"batch_size": 16, "num_epochs": 2, "scheduler": {"T_max": 2}},
-            "data": {"sequence_length": 12},
-            "hardware": {"mixed_precision": False, "device": "cpu", "nproc_per_node": 1},
-        }
-    )
+def _training_operator(succeed: bool = True) -> FakeKubernetesApi:
+    """The suite's fake API with a Training Operator's behaviour scripted as the job's status:
+    the first GET runs the Master's args in-process (then Succeeded), or reports Failed."""
+    ran = False
 
-
-class FakeTrainingOperator(FakeKubernetesApi):
-    """The fake API with a Training Operator behind it: runs the Master's args in-process."""
-
-    def __init__(self, succeed: bool = True) -> None:
-        super().__init__([self._status])
-        self.succeed = succeed
-        self.ran = False
-
-    def _status(self, fake: FakeKubernetesApi, job: dict[str, Any]) -> dict[str, Any]:
+    def status(fake: FakeKubernetesApi, job: dict[str, Any]) -> dict[str, Any]:
+        nonlocal ran
         assert (job["group"], job["plural"]) == ("kubeflow.org", "pytorchjobs")
-        if not self.succeed:
+        if not succeed:
             cond = {"type": "Failed", "status": "True", "reason": "OOMKilled", "message": "boom"}
             return {"status": {"conditions": [cond]}}
-        if not self.ran:
+        if not ran:
             from kubetrade.training.run import main
 
             master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
             args = master["containers"][0]["args"]
             assert main([*args, "--quiet"]) == 0
-            self.ran = True
+            ran = True
         return {"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
 
+    return FakeKubernetesApi([status])
 
-def _setup(tmp_path: Path, succeed: bool) -> tuple[Any, Any, FakeTrainingOperator, Path]:
+
+def _setup(tmp_path: Path, succeed: bool) -> tuple[Any, Any, FakeKubernetesApi, Path]:
     profile = ClusterTrainingProfile(
         image="kubetrade/base:0.1.0",
         num_workers=0,
@@ -74,7 +58,7 @@ def _setup(tmp_path: Path, succeed: bool) -> tuple[Any, Any, FakeTrainingOperato
         wait_deadline_s=120,
         poll_s=0.01,
     )
-    api = FakeTrainingOperator(succeed)
+    api = _training_operator(succeed)
     launcher = CustomResourceLauncher.for_pytorchjobs(
         api, None, "kubetrade", sleep=lambda s: None, log=lambda m: None
     )
@@ -94,7 +78,13 @@ def test_train_step_runs_the_trainer_as_a_pytorchjob_and_returns_its_model(tmp_p
         .info.run_id
     )
     result = train_on_cluster(
-        _tiny(), bundle_path, tmp_path / "model", run_id, uri, profile=profile, launcher=launcher
+        tiny_training_config(num_epochs=2, scheduler={"T_max": 2}),
+        bundle_path,
+        tmp_path / "model",
+        run_id,
+        uri,
+        profile=profile,
+        launcher=launcher,
     )
     job = api.created[0]
     assert job["kind"] == "PyTorchJob" and job["metadata"]["name"].startswith("kubetrade-train-")
@@ -120,7 +110,7 @@ def test_failed_pytorchjob_fails_the_step(tmp_path):
     profile, launcher, api, bundle_path = _setup(tmp_path, succeed=False)
     with pytest.raises(TrainingError, match="Failed|OOMKilled|boom"):
         train_on_cluster(
-            _tiny(), bundle_path, tmp_path / "model", "abc123", "sqlite:///x.db",
+            tiny_training_config(num_epochs=2, scheduler={"T_max": 2}), bundle_path, tmp_path / "model", "abc123", "sqlite:///x.db",
             profile=profile, launcher=launcher,
         )  # fmt: skip
     assert not (tmp_path / "model" / "final_model.pth").exists()
@@ -129,14 +119,19 @@ def test_failed_pytorchjob_fails_the_step(tmp_path):
 def test_staging_without_shared_storage_is_a_clear_error(tmp_path):
     profile = ClusterTrainingProfile(image="kubetrade/base:0.1.0", pvc_name=None)
     with pytest.raises(TrainingError, match="shared storage"):
-        stage_inputs(profile, "k", tmp_path / "b.npz", _tiny())
+        stage_inputs(
+            profile,
+            "k",
+            tmp_path / "b.npz",
+            tiny_training_config(num_epochs=2, scheduler={"T_max": 2}),
+        )
 
 
 def test_tune_step_disabled_passes_the_configured_training_config(tmp_path):
     from kubetrade.config import load_training_config
     from kubetrade.pipeline.steps import RunConfig, tune_step
 
-    run = RunConfig(training=_tiny())
+    run = RunConfig(training=tiny_training_config(num_epochs=2, scheduler={"T_max": 2}))
     run.pipeline.tuning.enabled = False
     out = tune_step(run, tmp_path / "unused.npz", tmp_path / "tuning", tmp_path / "best.yaml")
     assert out == {"tuned": 0}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_overrides
 from kubetrade.config import PipelineConfig, TrainingConfig
 from kubetrade.data.splits import make_demo_bundle, save_bundle
 from kubetrade.errors import ConfigError, TrainingError
@@ -22,13 +23,9 @@ TINY = dict(
     cnn_hidden_dim=8, filter_sizes=(2, 3), cnn_num_heads=2, lstm_hidden_dim=8, lstm_num_layers=1,
     fusion_dim=8, fusion_num_heads=2,
 )  # fmt: skip
-TINY_CFG = {
-    "model.cnn.hidden_dim": 8, "model.cnn.filter_sizes": [2, 3], "model.cnn.num_heads": 2,
-    "model.lstm.hidden_dim": 8, "model.lstm.num_layers": 1,
-    "model.fusion.output_dim": 8, "model.fusion.num_heads": 2,
-    "training.max_train_windows": 128, "data.sequence_length": 10,
-    "hardware.mixed_precision": False,
-}  # fmt: skip
+TINY_CFG = tiny_overrides(**{
+    "model.lstm.hidden_dim": 8, "training.max_train_windows": 128, "data.sequence_length": 10,
+})  # fmt: skip
 
 
 def _cfg(**sections: Any) -> TrainingConfig:

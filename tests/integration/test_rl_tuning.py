@@ -20,12 +20,8 @@ from kubetrade.data.sources import generate_synthetic
 from kubetrade.errors import ConfigError
 from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig, load_rl_training_config
 from kubetrade.rl.pipeline import train_single_agent
-from kubetrade.tuning.rl_objective import (
-    RLTuningResult,
-    mask_test_period,
-    tune_rl_agent,
-    validate_rl_spec,
-)
+from kubetrade.tuning.data import mask_test_period
+from kubetrade.tuning.rl_objective import RLTuningResult, tune_rl_agent, validate_rl_spec
 from kubetrade.tuning.spec import load_tuning_spec
 
 torch.set_num_threads(1)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from kubetrade.config import TrainingConfig
+from conftest import tiny_training_config
 from kubetrade.errors import ExportError, TrainingError
 from kubetrade.training import (
     EarlyStopping,
@@ -37,21 +37,6 @@ from kubetrade.training.trainer import SNAPSHOT_NAME
 
 torch.set_num_threads(1)
 BIN = Path(sys.executable).parent
-
-
-def tiny_config(**training: Any) -> TrainingConfig:
-    data: dict[str, Any] = {
-        "model": {
-            "cnn": {"hidden_dim": 8, "filter_sizes": [2, 3], "num_heads": 2, "dropout": 0.1},
-            "lstm": {"hidden_dim": 4, "num_layers": 1, "dropout": 0.0},
-            "fusion": {"output_dim": 8, "num_heads": 2},
-        },
-        "training": {"batch_size": 16, "num_epochs": 3, "early_stopping_patience": 5,
-                     "scheduler": {"T_max": 3}, **training},
-        "data": {"sequence_length": 12},
-        "hardware": {"mixed_precision": False, "device": "cpu"},
-    }  # fmt: skip
-    return TrainingConfig.model_validate(data)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +61,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path: Path, bundle: Any
     DistributedSampler interleaves one permutation (rank r takes perm[r::2]), so global batch
     k holds the same windows as single-process batch k and DDP's gradient mean is the same."""
     assert len(bundle.train) % 16 == 0
-    cfg = tiny_config(num_epochs=3)
+    cfg = tiny_training_config(num_epochs=3)
     cfg.model.cnn.dropout = 0.0
     config_path = tmp_path / "training.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
@@ -117,7 +102,9 @@ class _Crash(Callback):
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, bundle: Any) -> None:
     # dropout and augmentation on: resuming must also restore the RNG streams
-    cfg = tiny_config(num_epochs=4, scheduler={"type": "cosine_annealing_warm_restarts", "T_0": 2})
+    cfg = tiny_training_config(
+        num_epochs=4, scheduler={"type": "cosine_annealing_warm_restarts", "T_0": 2}
+    )
 
     def callbacks() -> list[Callback]:
         return [EarlyStopping(patience=100, restore_best_weights=False),
@@ -140,7 +127,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, bundle: Any) -> 
 
 
 def test_checkpoints_follow_template_and_final_model_is_best(tmp_path: Path, bundle: Any) -> None:
-    cfg = tiny_config(num_epochs=6, learning_rate=0.02, early_stopping_patience=1)
+    cfg = tiny_training_config(num_epochs=6, learning_rate=0.02, early_stopping_patience=1)
     model, result = fit(cfg, bundle, tmp_path, verbose=False)
     files = sorted((tmp_path / "checkpoints").iterdir())
     pattern = re.compile(r"best_model_(\d{2})_(\d+\.\d{4})\.pth")
@@ -177,12 +164,12 @@ def test_loading_refuses_arbitrary_pickled_objects(tmp_path: Path, bundle: Any) 
     (tmp_path / "run").mkdir()
     torch.save({"epoch": 1, "payload": _Evil()}, tmp_path / "run" / SNAPSHOT_NAME)
     with pytest.raises(TrainingError, match="refusing"):
-        fit(tiny_config(), bundle, tmp_path / "run", verbose=False)
+        fit(tiny_training_config(), bundle, tmp_path / "run", verbose=False)
     assert not marker.exists()
 
 
 def test_evaluator_reports_model_and_baselines(tmp_path: Path, bundle: Any) -> None:
-    model, _ = fit(tiny_config(num_epochs=1), bundle, tmp_path, verbose=False)
+    model, _ = fit(tiny_training_config(num_epochs=1), bundle, tmp_path, verbose=False)
     evaluator = ModelEvaluator(train_data=bundle.train)
     results = evaluator.evaluate(model, bundle.test)
     assert set(results["baselines"]) == {"majority_class", "logistic_regression", "buy_and_hold"}
@@ -210,7 +197,7 @@ def test_pipeline_logs_to_mlflow_and_registers_after_gates(
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = tiny_config(num_epochs=2)
+    cfg = tiny_training_config(num_epochs=2)
     pipeline = TrainingPipeline(config=cfg, run_dir=tmp_path / "run", registered_model_name="kt-test",
                                 verbose=False)  # fmt: skip
     results = pipeline.train_on_bundle(bundle)
@@ -250,7 +237,7 @@ def test_pipeline_logs_to_mlflow_and_registers_after_gates(
 def test_interpretability_attention_and_shap(tmp_path: Path, bundle: Any) -> None:
     from kubetrade.training import AttentionVisualizer, SHAPExplainer
 
-    model, _ = fit(tiny_config(num_epochs=1), bundle, tmp_path, verbose=False)
+    model, _ = fit(tiny_training_config(num_epochs=1), bundle, tmp_path, verbose=False)
     maps = AttentionVisualizer(model).visualize_attention(bundle.test.X[0], tmp_path / "att.html")
     assert maps["cross_attention"].shape == (12, 12) and maps["pooling"].shape == (12,)
     assert (tmp_path / "att.html").read_text().count("base64,") == 1
@@ -286,7 +273,7 @@ def test_interpretability_attention_and_shap(tmp_path: Path, bundle: Any) -> Non
 def test_schedulers_monitors_and_mixed_precision(
     tmp_path: Path, bundle: Any, scheduler: str, monitor: str, mixed_precision: bool
 ) -> None:
-    cfg = tiny_config(num_epochs=2, monitor=monitor, max_train_windows=64,
+    cfg = tiny_training_config(num_epochs=2, monitor=monitor, max_train_windows=64,
                       scheduler={"type": scheduler, "T_0": 1, "patience": 0})  # fmt: skip
     cfg.hardware.mixed_precision = mixed_precision
     _, result = fit(cfg, bundle, tmp_path, verbose=False)
@@ -301,7 +288,9 @@ def test_schedulers_monitors_and_mixed_precision(
 
 @pytest.mark.slow
 def test_torch_compile_trains(tmp_path: Path, bundle: Any) -> None:
-    _, result = fit(tiny_config(num_epochs=1, compile=True), bundle, tmp_path, verbose=False)
+    _, result = fit(
+        tiny_training_config(num_epochs=1, compile=True), bundle, tmp_path, verbose=False
+    )
     assert np.isfinite(result.history[0]["train_loss"])
 
 
@@ -323,7 +312,7 @@ def test_skipped_amp_steps_do_not_poison_the_epoch_grad_norm(
         return stats
 
     monkeypatch.setattr(Trainer, "_run_batch", overflow_first)
-    _, result = fit(tiny_config(num_epochs=1), bundle, tmp_path, verbose=False)
+    _, result = fit(tiny_training_config(num_epochs=1), bundle, tmp_path, verbose=False)
     first = result.history[0]
     assert np.isfinite(first["grad_norm"]) and first["grad_norm"] > 0
     assert np.isfinite(first["grad_norm_max"])

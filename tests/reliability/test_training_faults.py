@@ -23,26 +23,11 @@ import pytest
 import torch
 import yaml
 
-from kubetrade.config import TrainingConfig
+from conftest import tiny_training_config
 from kubetrade.training import fit, load_checkpoint, save_bundle, synthetic_bundle
 from kubetrade.training.trainer import FAULT_ENV, FAULT_MARKER, FINAL_NAME, RESULT_NAME
 
 BIN = Path(sys.executable).parent
-
-
-def tiny_config(**training: Any) -> TrainingConfig:
-    data: dict[str, Any] = {
-        "model": {
-            "cnn": {"hidden_dim": 8, "filter_sizes": [2, 3], "num_heads": 2, "dropout": 0.1},
-            "lstm": {"hidden_dim": 4, "num_layers": 1, "dropout": 0.0},
-            "fusion": {"output_dim": 8, "num_heads": 2},
-        },
-        "training": {"batch_size": 16, "num_epochs": 3, "early_stopping_patience": 5,
-                     "scheduler": {"T_max": 3}, **training},
-        "data": {"sequence_length": 12},
-        "hardware": {"mixed_precision": False, "device": "cpu"},
-    }  # fmt: skip
-    return TrainingConfig.model_validate(data)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +66,7 @@ def _torchrun(out: Path, common: list[str], fault: str | None) -> subprocess.Com
 @pytest.mark.slow  # about a minute: two 2-process torchrun jobs, one of them restarted
 def test_sigkill_of_one_torchrun_worker_resumes_to_the_same_result(tmp_path: Path, bundle: Any):
     # dropout and augmentation on: the resumed run must replay every rank's RNG streams
-    cfg = tiny_config(num_epochs=3)
+    cfg = tiny_training_config(num_epochs=3)
     config_path = tmp_path / "training.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     bundle_path = save_bundle(bundle, tmp_path / "bundle.npz")
@@ -115,7 +100,7 @@ def test_bad_fault_spec_is_a_clear_error(tmp_path: Path, bundle: Any, monkeypatc
 
     monkeypatch.setenv(FAULT_ENV, "two")
     with pytest.raises(TrainingError, match="expected EPOCH:RANK"):
-        fit(tiny_config(num_epochs=1), bundle, tmp_path, verbose=False)
+        fit(tiny_training_config(num_epochs=1), bundle, tmp_path, verbose=False)
 
 
 def test_same_seed_gives_identical_runs_on_cpu(tmp_path: Path, bundle: Any):
@@ -123,7 +108,7 @@ def test_same_seed_gives_identical_runs_on_cpu(tmp_path: Path, bundle: Any):
     (test_resume_after_kill_equals_uninterrupted in tests/integration covers resume; the
     torchrun fault test above covers two processes.)"""
     torch.set_num_threads(1)
-    cfg = tiny_config(num_epochs=2)
+    cfg = tiny_training_config(num_epochs=2)
     model_a, a = fit(cfg, bundle, tmp_path / "a", verbose=False)
     model_b, b = fit(cfg, bundle, tmp_path / "b", verbose=False)
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
@@ -133,5 +118,5 @@ def test_same_seed_gives_identical_runs_on_cpu(tmp_path: Path, bundle: Any):
     ):
         assert torch.equal(x, y), name
     # and a different seed really changes the run (the check above can fail)
-    _, c = fit(tiny_config(num_epochs=2, seed=7), bundle, tmp_path / "c", verbose=False)
+    _, c = fit(tiny_training_config(num_epochs=2, seed=7), bundle, tmp_path / "c", verbose=False)
     assert c.history[0]["train_loss"] != a.history[0]["train_loss"]

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from kubernetes.client import ApiException, V1ConfigMap
 
-from conftest import FakeClock, FakeKubernetesApi, load_pod_fixture
+from conftest import FakeClock, FakeKubernetesApi, job_profile, load_pod_fixture
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.k8s import (
     ALGORITHMS,
@@ -31,10 +31,8 @@ from kubetrade.k8s import (
     build_experiment,
     build_pytorchjob,
     cluster_profile_from_configmap,
-    format_metric_line,
     load_cluster_profile,
     master_pod_selector,
-    parse_metric_lines,
     run_experiment,
     run_pytorchjob,
 )
@@ -64,11 +62,8 @@ OPERATOR_ENV = {
 
 # ------------------------------------------------------------------ PyTorchJob
 def _gpu_job() -> dict[str, Any]:
-    return build_pytorchjob(
-        "train-gpu",
-        namespace="kubetrade",
-        image="kubetrade/trainer:0.1.0",
-        args=["--bundle", "/data/bundle", "--config", "/data/cfg.yaml", "--out", "/data/out"],
+    profile = job_profile(
+        "kubetrade/trainer:0.1.0",
         num_workers=3,
         nproc_per_node=2,
         gpus_per_worker=2,
@@ -84,6 +79,8 @@ def _gpu_job() -> dict[str, Any]:
         service_account="kubetrade-trainer",
         active_deadline_seconds=7200,
     )
+    args = ["--bundle", "/data/bundle", "--config", "/data/cfg.yaml", "--out", "/data/out"]
+    return build_pytorchjob("train-gpu", profile, args=args)
 
 
 def test_pytorchjob_layout_and_hardening() -> None:
@@ -131,7 +128,7 @@ def test_pytorchjob_layout_and_hardening() -> None:
 
 
 def test_trainer_command_is_torchrun_fed_by_operator_env() -> None:
-    job = build_pytorchjob("t", image=IMAGE, args=["--bundle", "/data/b", "--out", "/data/o"])
+    job = build_pytorchjob("t", job_profile(), args=["--bundle", "/data/b", "--out", "/data/o"])
     container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     command = container["command"]
     assert command[0] == "torchrun"
@@ -139,7 +136,7 @@ def test_trainer_command_is_torchrun_fed_by_operator_env() -> None:
     referenced = set(re.findall(r"\$\((\w+)\)", " ".join(command)))
     assert referenced and referenced <= OPERATOR_ENV
     assert container["args"] == ["--bundle", "/data/b", "--out", "/data/o"]
-    single = build_pytorchjob("t", image=IMAGE, launcher="python")
+    single = build_pytorchjob("t", job_profile(), launcher="python")
     assert single["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
         "command"
     ] == ["python", "-m", "kubetrade.training.run"]
@@ -163,15 +160,15 @@ def test_trainer_command_is_torchrun_fed_by_operator_env() -> None:
     ],
 )
 def test_pytorchjob_rejects_bad_values(kwargs: dict[str, Any], fragment: str) -> None:
-    params: dict[str, Any] = {"name": "job", "image": IMAGE} | kwargs
-    name = params.pop("name")
+    params: dict[str, Any] = {"name": "job", "launcher": "torchrun"} | kwargs
+    name, launcher = params.pop("name"), params.pop("launcher")
     with pytest.raises((ConfigError, ValueError), match=re.escape(fragment)):
-        build_pytorchjob(name, **params)
+        build_pytorchjob(name, job_profile(**params), launcher=launcher)
 
 
 def test_image_digest_is_accepted() -> None:
     digest = "kubetrade/base@sha256:" + "a" * 64
-    job = build_pytorchjob("job", image=digest)
+    job = build_pytorchjob("job", job_profile(digest))
     pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert pod["containers"][0]["image"] == digest
 
@@ -321,35 +318,13 @@ def test_grid() -> None:
 
 # ------------------------------------------------------------------ metrics
 @pytest.mark.parametrize("value", [1.0, -0.5, 0.0, 1e-05, 123456789.0, 3.14159e20, -2.5e-12, 7])
-def test_metric_lines_parse_with_katibs_default_filter(value: float) -> None:
-    line = format_metric_line("val_sharpe_ratio", value, val_loss=0.125)
-    matches = re.findall(KATIB_METRIC_REGEX, line)
-    assert [(m[0], float(m[1])) for m in matches] == [
-        ("val_sharpe_ratio", float(value)),
-        ("val_loss", 0.125),
-    ]
-
-
-def test_metric_line_rejects_non_finite_and_bad_names() -> None:
-    with pytest.raises(TrainingError, match="diverged"):
-        format_metric_line("val_loss", float("nan"))
-    with pytest.raises(ValueError, match="must match"):
-        format_metric_line("val loss", 1.0)
-
-
-def test_parse_metric_lines_reads_a_training_log() -> None:
-    log = "\n".join(
-        [
-            "epoch 1/3 starting",
-            format_metric_line("val_sharpe_ratio", 0.5, val_loss=0.9),
-            "INFO lr=0.001 warming up",
-            format_metric_line("val_sharpe_ratio", 0.75, val_loss=0.7),
-        ]
-    )
-    parsed = parse_metric_lines(log)
-    assert parsed["val_sharpe_ratio"] == [0.5, 0.75]
-    assert parsed["val_loss"] == [0.9, 0.7]
-    assert parsed["lr"] == [0.001]  # Katib would record this too if it were a metric name
+def test_trainer_epoch_lines_parse_with_katibs_default_filter(value: float) -> None:
+    # The trainer prints ``epoch=<e>/<n> <metric>=<value:.6g> ... seconds=<s>`` on rank 0
+    # (kubetrade.training.trainer); Katib's StdOut collector must read every metric back.
+    line = f"epoch=2/3 val_sharpe_ratio={value:.6g} val_loss={0.125:.6g} seconds=1.5"
+    matches = {m[0]: float(m[1]) for m in re.findall(KATIB_METRIC_REGEX, line)}
+    assert matches["val_sharpe_ratio"] == pytest.approx(float(value), rel=1e-5)
+    assert matches["val_loss"] == 0.125
 
 
 # ------------------------------------------------------------------ Katib experiment
@@ -362,7 +337,7 @@ def test_build_experiment_structure() -> None:
         additional_metrics=["val_loss"],
         goal=2.0,
         early_stopping=MedianStop(min_trials_required=3, start_step=5),
-        job_options={"pvc_name": "kubetrade-data", "cpu_limit": "1"},
+        profile=job_profile(pvc_name="kubetrade-data", cpu_limit="1"),
     )
     assert exp["apiVersion"] == "kubeflow.org/v1beta1" and exp["kind"] == "Experiment"
     spec = exp["spec"]
@@ -552,7 +527,7 @@ def test_pytorchjob_success_streams_master_log() -> None:
     core = FakeCoreV1Api(["epoch 1\n", "val_sharpe_ratio=0.5\npartial", " line\n"])
     clock, lines = FakeClock(), list[str]()
     launcher = _launcher(api, core, clock, lines)
-    job = build_pytorchjob("job", image=IMAGE)
+    job = build_pytorchjob("job", job_profile())
     launcher.create(job)
     result = launcher.wait("job", deadline_s=600, poll_s=30)
     assert result.state == "Succeeded" and result.polls == 4
@@ -633,10 +608,10 @@ def test_create_errors_explain_themselves(status: int, fragment: str) -> None:
     api = FakeCustomObjectsApi([_cond("Running")])
     api.create_error = ApiException(status=status, reason="nope")
     with pytest.raises(TrainingError, match=fragment):
-        _launcher(api, None, FakeClock(), []).create(build_pytorchjob("job", image=IMAGE))
+        _launcher(api, None, FakeClock(), []).create(build_pytorchjob("job", job_profile()))
     with pytest.raises(TrainingError, match="namespace 'other'"):
         _launcher(FakeCustomObjectsApi([]), None, FakeClock(), []).create(
-            build_pytorchjob("job", namespace="other", image=IMAGE)
+            build_pytorchjob("job", job_profile(namespace="other"))
         )
 
 
@@ -699,6 +674,6 @@ def test_run_pytorchjob_helper() -> None:
     clock = FakeClock()
     launcher = _launcher(api, None, clock, [])
     result = run_pytorchjob(
-        build_pytorchjob("job", image=IMAGE), deadline_s=60, poll_s=5, launcher=launcher
+        build_pytorchjob("job", job_profile()), deadline_s=60, poll_s=5, launcher=launcher
     )
     assert result.state == "Succeeded" and result.kind == "PyTorchJob"

@@ -19,8 +19,8 @@ import yaml
 from conftest import FakeKubernetesApi
 from kubetrade.config import load_training_config
 from kubetrade.errors import ConfigError, SplitError, TrainingError
+from kubetrade.k8s.cluster_profile import ClusterTrainingProfile
 from kubetrade.k8s.launcher import CustomResourceLauncher
-from kubetrade.k8s.pytorchjob import ClusterTrainingProfile
 from kubetrade.tuning import (
     AdvancedTrainingPipeline,
     KatibDryRun,

@@ -1,46 +1,37 @@
 """Cluster side: PyTorchJob and Katib Experiment resources, and a launcher that waits for them.
 
 Nothing here needs a cluster to import or to build objects; only
-:func:`~kubetrade.k8s.launcher.kube_clients` talks to one.
+:func:`~kubetrade.k8s.lifecycle.kube_clients` talks to one.
 """
 
+from kubetrade.k8s.cluster_profile import (
+    ClusterTrainingProfile,
+    SecretRef,
+    Toleration,
+    cluster_profile_from_configmap,
+    current_namespace,
+    load_cluster_profile,
+)
 from kubetrade.k8s.katib import (
     ALGORITHMS,
     KATIB_METRIC_REGEX,
     TRIAL_NAME_PLACEHOLDER,
-    BestTrial,
-    Choice,
-    ExperimentProgress,
-    IntRange,
-    LogUniform,
     MedianStop,
-    SearchSpace,
-    TrialMetric,
-    Uniform,
-    best_trial_from_status,
     build_experiment,
+    katib_parameters,
+)
+from kubetrade.k8s.katib_status import (
+    BestTrial,
+    ExperimentProgress,
+    TrialMetric,
+    best_trial_from_status,
     experiment_progress,
-    format_metric_line,
-    parse_metric_lines,
 )
-from kubetrade.k8s.launcher import (
-    CustomResourceLauncher,
-    WaitResult,
-    kube_clients,
-    master_pod_selector,
-    run_experiment,
-    run_pytorchjob,
-)
-from kubetrade.k8s.pytorchjob import (
-    ClusterTrainingProfile,
-    SecretRef,
-    Toleration,
-    build_pytorchjob,
-    cluster_profile_from_configmap,
-    current_namespace,
-    load_cluster_profile,
-    trainer_command,
-)
+from kubetrade.k8s.launcher import CustomResourceLauncher, WaitResult
+from kubetrade.k8s.lifecycle import kube_clients, run_experiment, run_pytorchjob
+from kubetrade.k8s.pods import master_pod_selector
+from kubetrade.k8s.pytorchjob import build_pytorchjob, trainer_command
+from kubetrade.tuning.space import Choice, IntRange, LogUniform, SearchSpace, Uniform
 
 __all__ = [
     "ALGORITHMS",
@@ -66,11 +57,10 @@ __all__ = [
     "cluster_profile_from_configmap",
     "current_namespace",
     "experiment_progress",
-    "format_metric_line",
+    "katib_parameters",
     "kube_clients",
     "load_cluster_profile",
     "master_pod_selector",
-    "parse_metric_lines",
     "run_experiment",
     "run_pytorchjob",
     "trainer_command",

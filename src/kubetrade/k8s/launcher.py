@@ -11,11 +11,15 @@ and it is what lets the tests drive it with scripted statuses. While a PyTorchJo
 the master pod's new log lines are forwarded to ``log`` on every poll.
 
 It also fails fast, in one line naming the pod and the reason, when a pod of the job cannot
-start (:func:`pod_problem`: ImagePullBackOff, ErrImagePull, CreateContainerConfigError,
+start (:func:`~kubetrade.k8s.pods.pod_problem`: ImagePullBackOff, ErrImagePull, CreateContainerConfigError,
 Unschedulable, an unbound or missing PVC) instead of waiting out the deadline. A resource
 it creates is owned by the pipeline step's pod (``ownerReferences``, from the downward-API
 variables ``POD_NAME``/``POD_UID``), so deleting the step's pod (a cancelled KFP run)
 garbage-collects it; on SIGTERM the run helpers delete it at once.
+
+Reading pods (selectors, :func:`~kubetrade.k8s.pods.pod_problem`, logs, owner) is
+:mod:`kubetrade.k8s.pods`; creating a resource and waiting for it from a pipeline step
+(owner, SIGTERM, real clients) is :mod:`kubetrade.k8s.lifecycle`.
 
 Clock and sleep are injectable so tests run instantly::
 
@@ -26,28 +30,30 @@ Clock and sleep are injectable so tests run instantly::
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kubetrade.errors import TrainingError
 from kubetrade.k8s.katib import (
     EXPERIMENT_KIND,
-    EXPERIMENT_LABEL,
     EXPERIMENT_PLURAL,
     KATIB_GROUP,
     KATIB_VERSION,
-    BestTrial,
-    SearchSpace,
-    best_trial_from_status,
-    experiment_progress,
+)
+from kubetrade.k8s.katib_status import BestTrial, best_trial_from_status, experiment_progress
+from kubetrade.k8s.pods import (
+    UNSCHEDULABLE_GRACE_S,
+    CoreV1ApiLike,
+    LogTail,
+    as_json,
+    container_termination,
+    log_text,
+    master_pod_selector,
+    pod_problem,
+    pods_selector,
 )
 from kubetrade.k8s.pytorchjob import (
     CONTAINER_NAME,
@@ -55,22 +61,13 @@ from kubetrade.k8s.pytorchjob import (
     PYTORCHJOB_KIND,
     PYTORCHJOB_PLURAL,
     PYTORCHJOB_VERSION,
-    current_namespace,
 )
+from kubetrade.tuning.space import SearchSpace
 
 __all__ = [
     "CustomObjectsApiLike",
-    "CoreV1ApiLike",
     "WaitResult",
     "CustomResourceLauncher",
-    "kube_clients",
-    "run_pytorchjob",
-    "run_experiment",
-    "master_pod_selector",
-    "pod_problem",
-    "owner_reference",
-    "delete_on_sigterm",
-    "Terminated",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,14 +91,6 @@ class CustomObjectsApiLike(Protocol):
     ) -> Any: ...
 
 
-class CoreV1ApiLike(Protocol):
-    """The part of ``kubernetes.client.CoreV1Api`` the launcher uses."""
-
-    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any: ...
-
-    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> Any: ...
-
-
 @dataclass
 class WaitResult:
     """How a custom resource ended."""
@@ -113,116 +102,6 @@ class WaitResult:
     best_trial: BestTrial | None = None
     elapsed_s: float = 0.0
     polls: int = 0
-
-
-def master_pod_selector(job_name: str) -> str:
-    """Label selector of a PyTorchJob's master pod (labels set by the Training Operator)."""
-    return f"training.kubeflow.org/job-name={job_name},training.kubeflow.org/replica-type=master"
-
-
-def pods_selector(kind: str, name: str) -> str:
-    """Label selector of every pod of a PyTorchJob (operator label) or of an Experiment's
-    trials (:data:`~kubetrade.k8s.katib.EXPERIMENT_LABEL`, set by build_experiment)."""
-    if kind == EXPERIMENT_KIND:
-        return f"{EXPERIMENT_LABEL}={name}"
-    return f"training.kubeflow.org/job-name={name}"
-
-
-#: Seconds a pod may stay Unschedulable before waiting fails (autoscaler, PVC provisioning).
-UNSCHEDULABLE_GRACE_S = 120.0
-
-#: Container waiting reasons that do not fix themselves.
-FATAL_WAITING_REASONS = (
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "ErrImageNeverPull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-)
-
-
-def _one_line(text: Any, limit: int = 300) -> str:
-    return " ".join(str(text or "").split())[:limit]
-
-
-def pod_problem(pod: Mapping[str, Any]) -> str | None:
-    """Why ``pod`` (a Pod object as the API server returns it, JSON) cannot run, or None.
-
-    One line naming the pod and the reason: a container waiting on ImagePullBackOff /
-    ErrImagePull / CreateContainerConfigError (a missing Secret or key), or the scheduler's
-    ``PodScheduled=False, Unschedulable`` (which covers a missing or unbound PVC:
-    ``persistentvolumeclaim "x" not found``, ``unbound immediate PersistentVolumeClaims``).
-    """
-    meta = pod.get("metadata") or {}
-    where = f"pod {meta.get('namespace', '?')}/{meta.get('name', '?')}"
-    status = pod.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed"):
-        return None
-    for cs in [
-        *(status.get("initContainerStatuses") or []),
-        *(status.get("containerStatuses") or []),
-    ]:
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason")
-        if reason in FATAL_WAITING_REASONS:
-            detail = _one_line(waiting.get("message")) or f"image {cs.get('image', '?')}"
-            return f"{where}: container {cs.get('name', '?')} {reason}: {detail}"
-    for cond in status.get("conditions") or []:
-        if (
-            cond.get("type") == "PodScheduled"
-            and str(cond.get("status")) == "False"
-            and cond.get("reason") == "Unschedulable"
-        ):
-            return f"{where}: Unschedulable: {_one_line(cond.get('message'))}"
-    return None
-
-
-def _as_json(obj: Any) -> Any:
-    """An API response as plain JSON: raw (``_preload_content=False``), dict or model."""
-    data = getattr(obj, "data", None)
-    if isinstance(data, bytes | str) and not isinstance(obj, Mapping):
-        return json.loads(data)
-    if isinstance(obj, Mapping) or obj is None:
-        return obj
-    from kubernetes.client import ApiClient
-
-    return ApiClient().sanitize_for_serialization(obj)
-
-
-def owner_reference(
-    core: CoreV1ApiLike | None = None,
-    namespace: str | None = None,
-    env: Mapping[str, str] | None = None,
-) -> dict[str, Any] | None:
-    """The ``ownerReference`` to this process's pod, or None outside a pod.
-
-    ``POD_NAME`` and ``POD_UID`` come from the downward API (the compiled pipeline sets them
-    on the train and tune tasks with kfp-kubernetes ``use_field_path_as_env``); without
-    ``POD_UID`` the pod named ``$HOSTNAME`` is read through the API (in a pod only). None
-    when ``namespace`` (where the resource goes) is not this pod's namespace.
-    """
-    env = os.environ if env is None else env
-    if namespace is not None and namespace != current_namespace():
-        # An owner must live in the dependent's namespace: the garbage collector would take
-        # a reference to a pod of another namespace for a deleted owner and delete the job.
-        logger.info("creating in %s, not this pod's namespace: the resource is unowned", namespace)
-        return None
-    name, uid = env.get("POD_NAME"), env.get("POD_UID")
-    if not uid and core is not None and env.get("KUBERNETES_SERVICE_HOST"):
-        name = name or env.get("HOSTNAME")
-        try:
-            pod = _as_json(
-                core.read_namespaced_pod(  # type: ignore[attr-defined]
-                    name, namespace or current_namespace(), _preload_content=False
-                )
-            )
-            uid = (pod.get("metadata") or {}).get("uid")
-        except Exception as exc:  # no RBAC, not a pod: run unowned
-            logger.debug("cannot read own pod %s: %s", name, exc)
-            uid = None
-    if not (name and uid):
-        return None
-    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -247,13 +126,6 @@ def _current_state(obj: Mapping[str, Any]) -> str:
         if str(cond.get("status")) == "True":
             return str(cond.get("type"))
     return "Pending"
-
-
-@dataclass
-class _LogTail:
-    pod: str | None = None
-    seen: int = 0
-    lines: list[str] = field(default_factory=list)
 
 
 class CustomResourceLauncher:
@@ -447,7 +319,7 @@ class CustomResourceLauncher:
         if deadline_s <= 0 or poll_s <= 0:
             raise TrainingError(f"deadline_s and poll_s must be > 0, got {deadline_s}, {poll_s}")
         start = self.clock()
-        tail = _LogTail()
+        tail = LogTail()
         polls = api_errors = 0
         last_state = ""
         last_progress: Any = None
@@ -528,7 +400,7 @@ class CustomResourceLauncher:
         return WaitResult(name, self.kind, "Succeeded", obj, best, elapsed, polls)
 
     def _failure_message(
-        self, name: str, obj: Mapping[str, Any], cond: Mapping[str, Any], tail: _LogTail
+        self, name: str, obj: Mapping[str, Any], cond: Mapping[str, Any], tail: LogTail
     ) -> str:
         reason = cond.get("reason") or "Failed"
         message = cond.get("message") or "no message from the operator"
@@ -558,7 +430,7 @@ class CustomResourceLauncher:
             raw = self.core.list_namespaced_pod(
                 self.namespace, label_selector=selector, _preload_content=False
             )
-            pods = _as_json(raw) or {}
+            pods = as_json(raw) or {}
         except Exception as exc:
             logger.debug("listing pods %s failed: %s", selector, exc)
             return []
@@ -587,7 +459,7 @@ class CustomResourceLauncher:
         items = self._list_pods(master_pod_selector(name))
         return items[0] if items else None
 
-    def _stream_master_log(self, name: str, tail: _LogTail, *, flush: bool = False) -> None:
+    def _stream_master_log(self, name: str, tail: LogTail, *, flush: bool = False) -> None:
         """Forward the master's new complete log lines (all of them with ``flush``).
 
         The log is read whole on every poll and an offset skips what was already shown:
@@ -606,163 +478,11 @@ class CustomResourceLauncher:
         except Exception as exc:  # container not started yet, pod gone, ...
             logger.debug("reading log of %s failed: %s", pod_name, exc)
             return
-        data = getattr(raw, "data", raw)
-        if isinstance(data, bytes):
-            text = data.decode("utf-8", errors="replace")
-        else:
-            text = data if isinstance(data, str) else str(data or "")
-        if pod_name != tail.pod or len(text) < tail.seen:  # new pod or restarted container
-            if tail.pod is not None:
-                self.log(f"--- log of {pod_name} (restarted) ---")
-            tail.pod, tail.seen = pod_name, 0
-        new = text[tail.seen :]
-        end = len(new) if flush else new.rfind("\n") + 1
-        if end <= 0:
-            return  # no complete line yet
-        tail.seen += end
-        for line in new[:end].rstrip("\n").split("\n"):
+        restarted, lines = tail.take(pod_name, log_text(raw), flush=flush)
+        if restarted:
+            self.log(f"--- log of {pod_name} (restarted) ---")
+        for line in lines:
             self.log(f"[{pod_name}] {line}")
-            tail.lines.append(line)
-        del tail.lines[:-200]
 
     def _master_termination(self, name: str) -> str:
-        pod = self._master_pod(name) or {}
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            if status.get("name") != CONTAINER_NAME:
-                continue
-            state = status.get("state") or {}
-            term = state.get("terminated") or (status.get("lastState") or {}).get("terminated")
-            if term:
-                parts = [f"exit code {term.get('exitCode')}"]
-                if term.get("reason"):
-                    parts.append(str(term["reason"]))
-                if term.get("message"):
-                    parts.append(str(term["message"]).strip()[:500])
-                return ", ".join(parts)
-            waiting = state.get("waiting") or {}
-            if waiting.get("reason"):
-                return f"waiting: {waiting['reason']} {waiting.get('message') or ''}".strip()
-        return ""
-
-
-class Terminated(BaseException):
-    """SIGTERM while waiting (a BaseException, so API-error retries do not swallow it)."""
-
-
-@contextlib.contextmanager
-def delete_on_sigterm(launcher: CustomResourceLauncher, name: str) -> Iterator[None]:
-    """While waiting: SIGTERM (a cancelled KFP run stops the step's pod) or Ctrl-C deletes
-    the resource ``name`` before the process ends, then raises TrainingError (SIGTERM) or
-    re-raises KeyboardInterrupt. The previous SIGTERM handler is restored afterwards; off the
-    main thread (where Python cannot set handlers) only KeyboardInterrupt is handled."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, on_term) if main else None
-    try:
-        try:
-            yield
-        except (Terminated, KeyboardInterrupt) as exc:
-            try:
-                deleted = launcher.delete(name)
-            except TrainingError as err:
-                logger.warning("could not delete %s: %s", name, err)
-                deleted = False
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise TrainingError(
-                f"{launcher._describe(name)}: SIGTERM received while waiting"
-                + ("; it was deleted" if deleted else "")
-            ) from None
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
-
-
-# ---------------------------------------------------------------- real clients
-def kube_clients(context: str | None = None) -> tuple[Any, Any]:
-    """``(CustomObjectsApi, CoreV1Api)`` from the in-cluster config, else the kubeconfig.
-
-    Raises:
-        TrainingError: neither an in-cluster service account nor a kubeconfig is available.
-    """
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        try:
-            config.load_kube_config(context=context)
-        except (config.ConfigException, FileNotFoundError, TypeError) as exc:
-            raise TrainingError(
-                "no Kubernetes credentials: not running in a pod and no usable kubeconfig "
-                f"({exc}); set KUBECONFIG or run inside the cluster"
-            ) from exc
-    return client.CustomObjectsApi(), client.CoreV1Api()
-
-
-def run_pytorchjob(
-    job: Mapping[str, Any],
-    *,
-    deadline_s: float,
-    poll_s: float = 10.0,
-    launcher: CustomResourceLauncher | None = None,
-    delete_on_timeout: bool = True,
-    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
-) -> WaitResult:
-    """Create ``job`` (owned by this pod) and wait for it; raises TrainingError unless it
-    succeeds. SIGTERM while waiting deletes the job."""
-    namespace = (job.get("metadata") or {}).get("namespace") or current_namespace()
-    if launcher is None:
-        api, core = kube_clients()
-        launcher = CustomResourceLauncher.for_pytorchjobs(
-            api, core, namespace, owner=owner_reference(core, namespace)
-        )
-    name = job["metadata"]["name"]
-    with delete_on_sigterm(launcher, name):
-        launcher.create(job)
-        return launcher.wait(
-            name,
-            deadline_s,
-            poll_s,
-            delete_on_timeout=delete_on_timeout,
-            unschedulable_grace_s=unschedulable_grace_s,
-        )
-
-
-def run_experiment(
-    experiment: Mapping[str, Any],
-    *,
-    deadline_s: float,
-    poll_s: float = 30.0,
-    stall_polls: int = 60,
-    search_space: SearchSpace | None = None,
-    launcher: CustomResourceLauncher | None = None,
-    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
-) -> BestTrial:
-    """Create a Katib Experiment (owned by this pod), wait for it and return its best trial.
-    SIGTERM while waiting deletes the experiment (and with it its trials)."""
-    namespace = (experiment.get("metadata") or {}).get("namespace") or current_namespace()
-    if launcher is None:
-        api, core = kube_clients()
-        launcher = CustomResourceLauncher.for_experiments(
-            api,
-            core,
-            namespace,
-            search_space=search_space,
-            owner=owner_reference(core, namespace),
-        )
-    name = experiment["metadata"]["name"]
-    with delete_on_sigterm(launcher, name):
-        launcher.create(experiment)
-        result = launcher.wait(
-            name,
-            deadline_s,
-            poll_s,
-            stall_polls=stall_polls,
-            unschedulable_grace_s=unschedulable_grace_s,
-        )
-    assert result.best_trial is not None  # _succeeded guarantees it
-    return result.best_trial
+        return container_termination(self._master_pod(name) or {})

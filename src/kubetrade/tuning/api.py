@@ -10,14 +10,23 @@
     result.config              # TrainingConfig with the best values
     result.best_config_path    # runs/tune/tuning/best_config.yaml -> `train --config ...`
 
-Tuning sees train and validation windows only: :func:`as_tuning_bundle` copies those two
-splits and replaces the test split with an empty one before any trial starts.
+Tuning sees train and validation windows only:
+:func:`~kubetrade.tuning.data.as_tuning_bundle` copies those two splits and replaces the
+test split with an empty one before any trial starts.
 
 Outputs in ``<run_dir>/tuning/``: ``optuna.db`` (the study; rerun to resume),
 ``best_config.yaml`` (the training config with the best values, loadable by
 :func:`~kubetrade.config.load_training_config`), ``best_params.json``, ``trials.csv``, and for
 Katib ``katib_experiment.yaml``. The MLflow parent run (experiment ``experiment_name``) holds
 them as artifacts; each trial is a child run.
+
+Why this module is long: most of it is one class, :class:`AdvancedTrainingPipeline`, the
+guide's API with its option checks, the local and Katib paths and the outputs both write
+(best config, best params, trials table, MLflow parent run). The study machinery
+(:mod:`~kubetrade.tuning.optuna_backend`), the trial (:mod:`~kubetrade.tuning.objective`),
+the Katib Experiment (:mod:`~kubetrade.tuning.katib_backend`) and the data
+(:mod:`~kubetrade.tuning.data`) already live elsewhere; splitting the class's methods across
+modules would only scatter one object.
 """
 
 from __future__ import annotations
@@ -31,12 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 
 from kubetrade.config import TrainingConfig, apply_overrides
 from kubetrade.errors import ConfigError, TrainingError
-from kubetrade.k8s.katib import SearchSpace
+from kubetrade.tuning.data import as_tuning_bundle
 from kubetrade.tuning.katib_backend import (
     KatibOptions,
     build_tuning_experiment,
@@ -49,7 +57,9 @@ from kubetrade.tuning.optuna_backend import (
     open_study,
     run_study,
     storage_url,
+    study_parent_run,
 )
+from kubetrade.tuning.space import SearchSpace
 from kubetrade.tuning.spec import TuningSpec, build_config, load_tuning_spec, metric_direction
 
 __all__ = [
@@ -57,7 +67,6 @@ __all__ = [
     "TuningResult",
     "KatibDryRun",
     "tune",
-    "as_tuning_bundle",
     "BEST_CONFIG_NAME",
     "BEST_PARAMS_NAME",
 ]
@@ -94,39 +103,6 @@ class KatibDryRun:
     experiment: dict[str, Any]
     yaml: str
     path: Path
-
-
-# ---------------------------------------------------------------- data
-def as_tuning_bundle(bundle: Any) -> Any:
-    """Train + validation windows in the trainer's format; the test split is left out.
-
-    Accepts a :class:`~kubetrade.data.splits.DatasetBundle` (or anything with ``train`` and
-    ``val`` splits carrying ``X``, ``y_cls``, ``y_reg``, ``timestamps``, ``symbols``) or the
-    path of its ``.npz``. ``bundle.test`` is never read.
-    """
-    from kubetrade.data.splits import DatasetBundle, WindowSet, load_bundle
-
-    if isinstance(bundle, str | Path):
-        bundle = load_bundle(bundle)
-
-    def convert(split: Any) -> WindowSet:
-        if not hasattr(split, "y_cls"):
-            raise TrainingError(f"{type(split).__name__} has no y_cls labels; not a window split")
-        return WindowSet(
-            np.asarray(split.X, dtype=np.float32),
-            np.asarray(split.y_cls, dtype=np.int64),
-            np.asarray(split.y_reg, dtype=np.float32),
-            np.asarray(split.timestamps),
-            np.asarray(split.symbols).astype(str),
-        )
-
-    train, val = convert(bundle.train), convert(bundle.val)
-    return DatasetBundle(
-        train=train,
-        val=val,
-        test=val.take(slice(0, 0)),
-        feature_names=list(getattr(bundle, "feature_names", []) or []),
-    )
 
 
 # ---------------------------------------------------------------- pipeline
@@ -383,44 +359,27 @@ class AdvancedTrainingPipeline:
 
     def _parent_run(self, spec: TuningSpec) -> Any:
         """The study's MLflow parent run: reattached on resume, created otherwise."""
-        from kubetrade.training.tracking import MlflowTracker
-
         study = open_study(spec, self.experiment_name, storage_url(self.tuning_dir))
-        tracker = MlflowTracker(
+        objective = spec.objective
+        return study_parent_run(
+            study,
             self.run_dir,
             self.experiment_name,
             self.tracking_uri,
-            run_name=f"tune-{self.experiment_name}",
+            step="tune",
+            params={
+                "metric": objective.metric,
+                "mode": objective.mode,
+                "max_t": objective.max_t,
+                "max_concurrent_trials": objective.max_concurrent_trials,
+                "sampler": spec.sampler.type,
+                "seed": spec.sampler.seed,
+                "pruner": spec.pruner.type,
+                "grace_period": spec.pruner.grace_period,
+                "reduction_factor": spec.pruner.reduction_factor,
+                "search_space": json.dumps(spec.space.to_dict()),
+            },
         )
-        previous = study.user_attrs.get("mlflow_parent_run_id")
-        if previous:
-            try:
-                tracker.client.get_run(previous)
-            except Exception:  # another tracking store, or the run was deleted
-                previous = None
-        if previous:
-            tracker.run_id = previous
-            tracker.client.update_run(previous, status="RUNNING")
-        else:
-            tracker.start()
-            study.set_user_attr("mlflow_parent_run_id", tracker.run_id)
-            tracker.set_tags({"optuna.study": self.experiment_name, "kubetrade.step": "tune"})
-            objective = spec.objective
-            tracker.log_params(
-                {
-                    "metric": objective.metric,
-                    "mode": objective.mode,
-                    "max_t": objective.max_t,
-                    "max_concurrent_trials": objective.max_concurrent_trials,
-                    "sampler": spec.sampler.type,
-                    "seed": spec.sampler.seed,
-                    "pruner": spec.pruner.type,
-                    "grace_period": spec.pruner.grace_period,
-                    "reduction_factor": spec.pruner.reduction_factor,
-                    "search_space": json.dumps(spec.space.to_dict()),
-                }
-            )
-        return tracker
 
     def _log_parent(self, parent: Any, spec: TuningSpec, result: TuningResult) -> None:
         report = result.study

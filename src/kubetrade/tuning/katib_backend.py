@@ -27,13 +27,9 @@ import yaml
 
 from kubetrade.errors import ConfigError
 from kubetrade.k8s import goyaml
-from kubetrade.k8s.katib import (
-    TRIAL_NAME_PLACEHOLDER,
-    BestTrial,
-    MedianStop,
-    build_experiment,
-)
-from kubetrade.k8s.pytorchjob import ClusterTrainingProfile, current_namespace
+from kubetrade.k8s.cluster_profile import ClusterTrainingProfile, current_namespace
+from kubetrade.k8s.katib import TRIAL_NAME_PLACEHOLDER, MedianStop, build_experiment
+from kubetrade.k8s.katib_status import BestTrial
 from kubetrade.k8s.versions import DEFAULT_KATIB_VERSION
 from kubetrade.tuning.spec import TuningSpec
 
@@ -133,12 +129,6 @@ def build_tuning_experiment(
         # The defaults of a cluster profile: the shared data claim kubetrade-data mounted at
         # /data and the service account kubetrade-trainer (manifests/base creates both).
         profile = ClusterTrainingProfile(image=options.image)
-    job_options: dict[str, Any] = profile.job_kwargs()
-    job_options.pop("namespace", None)
-    image = options.image or job_options.pop("image", None)
-    job_options.pop("image", None)
-    if not image:
-        raise ConfigError("Katib tuning needs a trainer image: pass image=... or a cluster profile")
     fixed = {**dict(base_overrides or {}), **spec.fixed, **spec.tuning_only_overrides()}
     args = [
         "--bundle", options.bundle_path,
@@ -172,10 +162,10 @@ def build_tuning_experiment(
         max_trial_count=objective.num_trials,
         max_failed_trial_count=min(spec.katib.max_failed_trial_count, objective.num_trials),
         early_stopping=early,
-        trial_image=image,
+        trial_image=options.image or None,
         trial_args=args,
         param_flag=PARAM_FLAG,
-        job_options=job_options,
+        profile=profile,
         katib_version=options.katib_version,
         param_targets={name: list(spec.targets(name)) for name in spec.space},
     )
@@ -199,7 +189,7 @@ def run_katib(
     Raises:
         TrainingError: the experiment failed, stalled or missed ``options.deadline_s``.
     """
-    from kubetrade.k8s.launcher import run_experiment
+    from kubetrade.k8s.lifecycle import run_experiment
 
     return run_experiment(
         experiment,

@@ -5,7 +5,7 @@
   again after an interruption runs only what is missing. Heartbeats (every 30 s) let a later
   run fail a trial whose process was killed and retry it once with the same parameters.
 * **Trials**: each trial trains with :func:`kubetrade.training.trainer.fit` on train + val
-  windows only, reports the objective after every epoch (:class:`OptunaReporter`) and stops
+  windows only, reports the objective after every epoch (:class:`~kubetrade.tuning.objective.OptunaReporter`) and stops
   when the pruner says so. Its value is the best per-epoch objective (the epoch early
   stopping keeps). Every trial is a child MLflow run (tag ``mlflow.parentRunId``) with its
   parameters, per-epoch metrics, final value and state.
@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -40,16 +39,15 @@ import optuna
 from optuna.trial import TrialState
 
 from kubetrade.errors import ConfigError, TrainingError
-from kubetrade.training.callbacks import Callback, EarlyStopping
-from kubetrade.tuning.spec import PrunerSettings, SamplerSettings, TuningSpec, build_config
+from kubetrade.tuning.data import _without_test
+from kubetrade.tuning.spec import PrunerSettings, SamplerSettings, TuningSpec
 
 __all__ = [
     "STUDY_DB",
-    "OptunaReporter",
     "TrialSetup",
-    "HybridObjective",
     "StudyReport",
     "storage_url",
+    "study_parent_run",
     "open_study",
     "make_sampler",
     "make_pruner",
@@ -67,7 +65,7 @@ TRIALS_DIR = "trials"
 WORKER_BUNDLE = "bundle.npz"
 WORKER_SETUP = "worker_setup.json"
 WORKER_CLAIMS = "claims"
-DEFAULT_OBJECTIVE = "kubetrade.tuning.optuna_backend:HybridObjective"
+DEFAULT_OBJECTIVE = "kubetrade.tuning.objective:HybridObjective"
 HEARTBEAT_S = 30
 GRACE_S = 120
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -144,31 +142,38 @@ def open_study(spec: TuningSpec, study_name: str, url: str, worker: int = 0) -> 
     return study
 
 
-# ---------------------------------------------------------------- one trial
-class OptunaReporter(Callback):
-    """Report ``metric`` to an Optuna trial after every epoch; stop training when pruned.
+def study_parent_run(
+    study: optuna.Study,
+    run_dir: str | Path,
+    name: str,
+    tracking_uri: str | None,
+    *,
+    step: str,
+    params: dict[str, Any],
+) -> Any:
+    """The study's MLflow parent run: reattached on resume (its id is a study attribute),
+    otherwise started, tagged with the study and ``step`` and given ``params``."""
+    from kubetrade.training.tracking import MlflowTracker
 
-    Training is stopped (not interrupted by an exception) so the trainer ends cleanly; the
-    objective raises :class:`optuna.TrialPruned` afterwards.
-    """
-
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial = trial
-        self.metric = metric
-        self.pruned_epoch: int | None = None
-
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
-        value = float(logs.get(self.metric, math.nan))
-        print(
-            f"[kubetrade] tune: trial {self.trial.number} epoch {epoch} {self.metric}={value:.4g}",
-            flush=True,
-        )  # progress: an epoch of a make-run trial takes seconds
-        self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
-            self.pruned_epoch = epoch
-            trainer.stop_training = True
+    tracker = MlflowTracker(run_dir, name, tracking_uri, run_name=f"tune-{name}")
+    previous = study.user_attrs.get("mlflow_parent_run_id")
+    if previous:
+        try:
+            tracker.client.get_run(previous)
+        except Exception:  # another tracking store, or the run was deleted
+            previous = None
+    if previous:
+        tracker.run_id = previous
+        tracker.client.update_run(previous, status="RUNNING")
+        return tracker
+    tracker.start()
+    study.set_user_attr("mlflow_parent_run_id", tracker.run_id)
+    tracker.set_tags({"optuna.study": name, "kubetrade.step": step})
+    tracker.log_params(params)
+    return tracker
 
 
+# ---------------------------------------------------------------- one trial's setup
 @dataclass
 class TrialSetup:
     """Everything a trial needs besides the data (picklable, for worker processes)."""
@@ -184,105 +189,6 @@ class TrialSetup:
     keep_trial_files: bool = False
     bundle_path: str | None = None
     objective: str = DEFAULT_OBJECTIVE
-
-
-class HybridObjective:
-    """The Optuna objective for the hybrid CNN+LSTM: sample, train, report, return the value."""
-
-    def __init__(self, setup: TrialSetup, bundle: Any) -> None:
-        self.setup = setup
-        self.spec = TuningSpec.from_dict(setup.spec)
-        self.bundle = bundle
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        import torch
-
-        from kubetrade.training.trainer import fit
-
-        spec, setup = self.spec, self.setup
-        metric, mode = spec.objective.metric, spec.objective.mode
-        params = spec.space.suggest(trial)
-        overrides = spec.trial_overrides(params)
-        trial.set_user_attr("overrides", overrides)
-        trial_dir = Path(setup.tuning_dir) / TRIALS_DIR / f"{trial.number:04d}"
-        tracker = self._start_run(trial, params, overrides, trial_dir)
-        reporter = OptunaReporter(trial, metric)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(setup.threads_per_trial)
-        started = time.perf_counter()
-        state, value, epochs = "FAIL", math.nan, 0
-        try:
-            cfg = build_config(setup.base_config, overrides, f"trial {trial.number}")
-            callbacks: list[Callback] = [
-                EarlyStopping(
-                    cfg.training.monitor,
-                    cfg.training.early_stopping_patience,
-                    restore_best_weights=False,  # the weights are thrown away
-                ),
-                reporter,
-            ]
-            if tracker is not None:
-                from kubetrade.training.tracking import MLflowEpochLogger
-
-                callbacks.append(MLflowEpochLogger(tracker))
-            _, result = fit(
-                cfg, self.bundle, trial_dir, callbacks=callbacks, resume=False, verbose=False
-            )
-            epochs = result.epochs_run
-            values = [h[metric] for h in result.history if math.isfinite(h.get(metric, math.nan))]
-            if not values:
-                raise TrainingError(f"{metric} was never finite; the run diverged")
-            value = max(values) if mode == "max" else min(values)
-            state = "PRUNED" if reporter.pruned_epoch is not None else "COMPLETE"
-        except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-        finally:
-            torch.set_num_threads(threads)
-            seconds = time.perf_counter() - started
-            trial.set_user_attr("epochs_run", epochs)
-            trial.set_user_attr("seconds", round(seconds, 3))
-            trial.set_user_attr("state", state)
-            if not setup.keep_trial_files:
-                shutil.rmtree(trial_dir, ignore_errors=True)
-            if tracker is not None:
-                tracker.log_metrics(
-                    {
-                        f"best_{metric}": value,
-                        "epochs_run": epochs,
-                        "pruned": float(state == "PRUNED"),
-                    }
-                )
-                tracker.set_tags({"optuna.state": state})
-                tracker.end("FAILED" if state == "FAIL" else "FINISHED")
-        if state == "PRUNED":
-            raise optuna.TrialPruned(f"pruned after epoch {reporter.pruned_epoch}")
-        return value
-
-    def _start_run(
-        self, trial: optuna.Trial, params: dict[str, Any], overrides: dict[str, Any], run_dir: Path
-    ) -> Any:
-        if self.setup.parent_run_id is None:
-            return None
-        from kubetrade.training.tracking import MlflowTracker
-
-        tracker = MlflowTracker(
-            run_dir,
-            self.setup.experiment_name,
-            self.setup.tracking_uri,
-            run_name=f"trial-{trial.number:04d}",
-        )
-        tracker.start()
-        tracker.set_tags(
-            {
-                "mlflow.parentRunId": self.setup.parent_run_id,
-                "optuna.study": self.setup.study_name,
-                "optuna.trial_number": trial.number,
-            }
-        )
-        tracker.log_params({**{f"param.{k}": v for k, v in params.items()}, **overrides})
-        trial.set_user_attr("mlflow_run_id", tracker.run_id)
-        return tracker
 
 
 # ---------------------------------------------------------------- the study
@@ -406,7 +312,8 @@ def run_study(spec: TuningSpec, setup: TrialSetup, bundle: Any) -> StudyReport:
     Args:
         spec: the tuning spec (``objective.num_trials`` counts resumed trials too).
         setup: per-trial settings; ``tuning_dir`` holds ``optuna.db``; ``setup.objective``
-            names the objective factory (default :class:`HybridObjective`).
+            names the objective factory (default
+            :class:`~kubetrade.tuning.objective.HybridObjective`).
         bundle: train + val windows (``bundle.test`` is never read).
     """
     factory = resolve_objective(setup.objective)
@@ -515,15 +422,3 @@ def worker_loop(setup: TrialSetup, url: str, index: int, claims: str | Path, tot
     objective = resolve_objective(setup.objective)(setup, load_bundle(setup.bundle_path))
     while claim_trial(claims, total):
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_log_trial])
-
-
-def _without_test(bundle: Any) -> Any:
-    """Train + val with an empty test split: workers never even receive test windows."""
-    from kubetrade.data.splits import DatasetBundle
-
-    return DatasetBundle(
-        train=bundle.train,
-        val=bundle.val,
-        test=bundle.val.take(slice(0, 0)),
-        feature_names=list(getattr(bundle, "feature_names", [])),
-    )

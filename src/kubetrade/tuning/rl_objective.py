@@ -30,7 +30,6 @@ import copy
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,33 +39,31 @@ from typing import Any
 import optuna
 import pandas as pd
 import yaml
-from pydantic import ValidationError
 
-from kubetrade.config import apply_overrides, format_validation_error, load_yaml_model
+from kubetrade.config import apply_overrides, load_yaml_model
 from kubetrade.errors import ConfigError, TrainingError
-from kubetrade.k8s.katib import Choice, IntRange, SearchSpace
 from kubetrade.rl.config import RLTrainingConfig, TradingEnvConfig, check_agent_type
+from kubetrade.tuning.data import RLTuningData, mask_test_period
+from kubetrade.tuning.objective import HybridObjective
 from kubetrade.tuning.optuna_backend import (
     TRIALS_DIR,
-    HybridObjective,
     StudyReport,
     TrialSetup,
     open_study,
     run_study,
     storage_url,
+    study_parent_run,
 )
-from kubetrade.tuning.spec import TuningSpec, load_tuning_spec
+from kubetrade.tuning.spec import TuningSpec, build_model_config, load_tuning_spec
 
 __all__ = [
     "RL_OBJECTIVE",
     "RL_METRIC",
-    "RLTuningData",
     "RLObjective",
     "RLTuningResult",
     "build_rl_config",
     "validate_rl_spec",
     "rl_base_params",
-    "mask_test_period",
     "tune_rl_agent",
 ]
 
@@ -75,48 +72,16 @@ log = logging.getLogger("kubetrade.tuning")
 RL_OBJECTIVE = "kubetrade.tuning.rl_objective:RLObjective"
 #: The objective of an RL study: ``sharpe_ratio`` of the deterministic validation episode.
 RL_METRIC = "val_sharpe_ratio"
-_PRICE_COLUMNS = ("open", "high", "low", "close")
 #: rl_training.yaml paths a study may not set: they move the periods or change what is trained.
 _FROZEN = ("split", "agent_types", "output_dir")
 
 
 # ---------------------------------------------------------------- configs
-def _check_rl_path(dotted: str, where: str) -> None:
-    """Refuse a dotted path that names no RLTrainingConfig field (typos fail loudly)."""
-    node: Any = RLTrainingConfig
-    for part in dotted.split("."):
-        fields = getattr(node, "model_fields", None)
-        if fields is None or part not in fields:
-            allowed = ", ".join(fields) if fields else "nothing: it is a leaf value"
-            raise ConfigError(
-                f"{where}: {dotted!r} is not an rl_training path: unknown key {part!r} "
-                f"(allowed: {allowed})"
-            )
-        node = fields[part].annotation
-
-
 def build_rl_config(
     base: Mapping[str, Any], overrides: Mapping[str, Any], where: str
 ) -> RLTrainingConfig:
     """``base`` (rl_training dict) with dotted ``overrides``, validated; errors name ``where``."""
-    data = copy.deepcopy(dict(base))
-    for dotted in overrides:
-        _check_rl_path(dotted, where)
-    apply_overrides(data, dict(overrides))
-    try:
-        return RLTrainingConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
-
-
-def _probe_values(space: SearchSpace, name: str) -> list[Any]:
-    p = space[name]
-    if isinstance(p, Choice):
-        return list(p.values)
-    if isinstance(p, IntRange):
-        count = (p.high - p.low) // p.step + 1
-        return list(range(p.low, p.high + 1, p.step)) if count <= 256 else [p.low, p.high]
-    return [p.low, p.high]
+    return build_model_config(RLTrainingConfig, base, overrides, where, "rl_training")
 
 
 def validate_rl_spec(
@@ -164,7 +129,7 @@ def validate_rl_spec(
             )
     reference = build_rl_config(base, spec.fixed, "fixed")
     for name in spec.space:
-        for value in _probe_values(spec.space, name):
+        for value in spec.space.probe_values(name):
             overrides = {**spec.fixed, **{t: value for t in spec.targets(name)}}
             build_rl_config(base, overrides, f"search space parameter {name!r} = {value!r}")
     return reference
@@ -174,51 +139,6 @@ def rl_base_params(spec: TuningSpec, base: Mapping[str, Any]) -> dict[str, Any]:
     """The configured values of the search-space parameters (trial 0), where in range."""
     cfg = build_rl_config(base, spec.fixed, "fixed").model_dump(mode="json")
     return spec.values_in_space(cfg)
-
-
-# ---------------------------------------------------------------- data
-@dataclass
-class RLTuningData:
-    """What every trial trains on (the objective factory's ``bundle``); test period blanked."""
-
-    agent_type: str
-    env_config: TradingEnvConfig
-    prices: pd.DataFrame
-    features: pd.DataFrame
-    periods: Any  # kubetrade.rl.pipeline.Periods
-
-
-def mask_test_period(
-    env_cfg: TradingEnvConfig,
-    rl_cfg: RLTrainingConfig,
-    prices: pd.DataFrame | None,
-    features: pd.DataFrame | None,
-) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    """Prices and features with every bar of the test period overwritten, and the periods.
-
-    Rows are kept (so the calendar, hence the split, is unchanged) but carry no test
-    information: OHLC flat at each symbol's last pre-test close, volume at its last value,
-    every feature 0.
-    """
-    from kubetrade.rl.pipeline import prepare_data, split_periods
-
-    prices, features = prepare_data(env_cfg, prices, features)
-    periods = split_periods(env_cfg, rl_cfg, prices)
-    cut = pd.Timestamp(periods.test[0], tz="UTC")
-    px = prices.copy()
-    in_test = px["timestamp"] >= cut
-    last = px[~in_test].sort_values("timestamp").groupby("symbol").tail(1).set_index("symbol")
-    symbols = px.loc[in_test, "symbol"]
-    for column in _PRICE_COLUMNS:
-        px.loc[in_test, column] = symbols.map(last["close"]).to_numpy()
-    if "volume" in px.columns:
-        px.loc[in_test, "volume"] = symbols.map(last["volume"]).to_numpy()
-    fx = features.copy()
-    numeric = [c for c in fx.select_dtypes("number").columns if c != "timestamp"]
-    fx.loc[fx["timestamp"] >= cut, numeric] = 0.0
-    if split_periods(env_cfg, rl_cfg, px) != periods:  # pragma: no cover - rows are kept
-        raise TrainingError("masking the test period moved the split")
-    return px, fx, periods
 
 
 # ---------------------------------------------------------------- one trial
@@ -270,15 +190,15 @@ class RLObjective(HybridObjective):
             torch.set_num_threads(threads)
             seconds = time.perf_counter() - started
             trial.set_user_attr("validation", validation)
-            trial.set_user_attr("epochs_run", 1)  # one training run; StudyReport accounting
-            trial.set_user_attr("seconds", round(seconds, 3))
-            trial.set_user_attr("state", state)
-            if not setup.keep_trial_files:
-                shutil.rmtree(trial_dir, ignore_errors=True)
-            if tracker is not None:
-                tracker.log_metrics({f"val_{k}": v for k, v in validation.items()})
-                tracker.set_tags({"optuna.state": state})
-                tracker.end("FAILED" if state == "FAIL" else "FINISHED")
+            self._finish_trial(
+                trial,
+                trial_dir,
+                tracker,
+                state=state,
+                epochs=1,  # one training run; StudyReport accounting
+                seconds=seconds,
+                metrics={f"val_{k}": v for k, v in validation.items()},
+            )
         return value
 
 
@@ -414,32 +334,20 @@ def _parent_run(
     """The study's MLflow parent run (reattached on resume), or None without a tracking URI."""
     if tracking_uri is None:
         return None
-    from kubetrade.training.tracking import MlflowTracker
-
-    tracker = MlflowTracker(run_dir, name, tracking_uri, run_name=f"tune-{name}")
-    previous = study.user_attrs.get("mlflow_parent_run_id")
-    if previous:
-        try:
-            tracker.client.get_run(previous)
-        except Exception:  # another tracking store, or the run was deleted
-            previous = None
-    if previous:
-        tracker.run_id = previous
-        tracker.client.update_run(previous, status="RUNNING")
-        return tracker
-    tracker.start()
-    study.set_user_attr("mlflow_parent_run_id", tracker.run_id)
-    tracker.set_tags({"optuna.study": name, "kubetrade.step": "tune-rl"})
-    tracker.log_params(
-        {
+    return study_parent_run(
+        study,
+        run_dir,
+        name,
+        tracking_uri,
+        step="tune-rl",
+        params={
             "agent_type": agent_type,
             "metric": spec.objective.metric,
             "sampler": spec.sampler.type,
             "seed": spec.sampler.seed,
             "search_space": json.dumps(spec.space.to_dict()),
-        }
+        },
     )
-    return tracker
 
 
 def _write_best(

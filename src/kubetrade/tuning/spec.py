@@ -1,6 +1,6 @@
 """The tuning file (``config/search_space.yaml``): one search space plus the study's settings.
 
-The file has a ``parameters`` section in :class:`~kubetrade.k8s.katib.SearchSpace`'s format
+The file has a ``parameters`` section in :class:`~kubetrade.tuning.space.SearchSpace`'s format
 and the settings both backends share::
 
     objective: {metric: val_sharpe_ratio, mode: max, num_trials: 50,
@@ -29,13 +29,15 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from kubetrade.config import StrictModel, TrainingConfig, apply_overrides, format_validation_error
 from kubetrade.errors import ConfigError
-from kubetrade.k8s.katib import Choice, IntRange, SearchSpace
+from kubetrade.tuning.space import Choice, IntRange, SearchSpace
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 __all__ = [
     "EPOCH_METRICS",
@@ -48,6 +50,8 @@ __all__ = [
     "TuningSpec",
     "load_tuning_spec",
     "apply_spec_overrides",
+    "build_model_config",
+    "check_model_path",
     "metric_direction",
 ]
 
@@ -311,14 +315,8 @@ class TuningSpec:
         return out
 
     def probe_values(self, name: str) -> list[Any]:
-        """Values :meth:`validate` tries: every choice, every int (or both ends), float ends."""
-        p = self.space[name]
-        if isinstance(p, Choice):
-            return list(p.values)
-        if isinstance(p, IntRange):
-            count = (p.high - p.low) // p.step + 1
-            return list(range(p.low, p.high + 1, p.step)) if count <= 256 else [p.low, p.high]
-        return [p.low, p.high]
+        """Values :meth:`validate` tries (:meth:`SearchSpace.probe_values`)."""
+        return self.space.probe_values(name)
 
     def validate(self, base: Mapping[str, Any]) -> TrainingConfig:
         """Check every probe value of every parameter against the base training config.
@@ -354,25 +352,43 @@ def build_config(
     base: Mapping[str, Any], overrides: Mapping[str, Any], where: str
 ) -> TrainingConfig:
     """``base`` with dotted ``overrides`` applied, validated; ConfigError names ``where``."""
+    return build_model_config(TrainingConfig, base, overrides, where)
+
+
+def build_model_config(
+    model: type[ModelT],
+    base: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    where: str,
+    what: str = "training-config",
+) -> ModelT:
+    """``base`` (a dict of ``model``) with dotted ``overrides``, each path checked against
+    ``model`` first (:func:`check_model_path`), validated; ConfigError names ``where``."""
     data = copy.deepcopy(dict(base))
     for dotted in overrides:
-        _check_path(dotted, where)
+        check_model_path(model, dotted, where, what)
     apply_overrides(data, dict(overrides))
     try:
-        return TrainingConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
 
 
-def _check_path(dotted: str, where: str) -> None:
-    """Refuse a dotted path that names no TrainingConfig field (typos fail loudly)."""
-    node: Any = TrainingConfig
+def check_model_path(
+    model: type[BaseModel], dotted: str, where: str, what: str = "training-config"
+) -> None:
+    """Refuse a dotted path that names no field of ``model`` (typos fail loudly).
+
+    Raises:
+        ConfigError: ``where: 'a.b' is not a <what> path: unknown key 'b' (allowed: ...)``.
+    """
+    node: Any = model
     for part in dotted.split("."):
         fields = getattr(node, "model_fields", None)
         if fields is None or part not in fields:
             allowed = ", ".join(fields) if fields else "nothing: it is a leaf value"
             raise ConfigError(
-                f"{where}: {dotted!r} is not a training-config path: unknown key {part!r} "
+                f"{where}: {dotted!r} is not a {what} path: unknown key {part!r} "
                 f"(allowed: {allowed})"
             )
         node = fields[part].annotation

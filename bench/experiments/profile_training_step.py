@@ -1,7 +1,7 @@
 """Where one training step of the hybrid model spends its time (CPU), and what changes it.
 
-    python bench/profile_training_step.py --batch 32 --steps 20 --profile --variants
-    python bench/profile_training_step.py --batch 32 --roofline
+    python bench/experiments/profile_training_step.py --batch 32 --steps 20 --profile --variants
+    python bench/experiments/profile_training_step.py --batch 32 --roofline
 
 Times forward / backward / clip / optimizer separately for kubetrade's model (as the
 Trainer runs it: need_weights=False, fused AdamW) and the guide rendering from
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: bench_training
 from bench_training import FEATURES, SEQ, GuideHybrid  # noqa: E402
 
 from kubetrade.config import TrainingConfig  # noqa: E402

@@ -9,7 +9,7 @@ checks float64 parity with ``nn.LSTM`` (outputs and every gradient), then times 
 backward of the guide-sized stack (256 -> 128 x 2 layers, bidirectional, 60 steps) against
 ``nn.LSTM``, interleaved.
 
-    python bench/lstm_autograd.py [--batch 32] [--repeats 8]
+    python bench/experiments/lstm_autograd.py [--batch 32] [--repeats 8]
 
 Result on the dev box (2 AVX2 cores, 2026-11-26): parity 1.8e-15; oneDNN is faster —
 b32: 94 ms best / 99 ms median vs 121 / 127 ms hand-written (1.28x); b256: 893 / 1002 ms vs
