@@ -224,7 +224,7 @@ def test_pipeline_logs_to_mlflow_and_registers_after_gates(
     def broken_export(*args: Any, **kwargs: Any) -> Any:
         raise ExportError("onnx export is not numerically equal to eager PyTorch: 0.3 > 1e-4")
 
-    monkeypatch.setattr("kubetrade.training.pipeline.export_model", broken_export)
+    monkeypatch.setattr("kubetrade.training.evaluate_export.export_model", broken_export)
     failing = TrainingPipeline(config=cfg, run_dir=tmp_path / "run2", tracking_uri=uri,
                                registered_model_name="kt-test", verbose=False)  # fmt: skip
     with pytest.raises(ExportError):

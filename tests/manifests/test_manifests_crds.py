@@ -17,6 +17,7 @@ from _k8s_checks import schema_errors
 sys.path.insert(0, str(Path(__file__).parents[1] / "contracts"))
 from _contracts import katib_webhook_errors  # noqa: E402
 
+from conftest import job_profile
 from kubetrade.k8s import (
     ALGORITHMS,
     TRIAL_NAME_PLACEHOLDER,
@@ -39,20 +40,24 @@ SPACE = {
 
 def _jobs() -> list[dict[str, Any]]:
     return [
-        build_pytorchjob("cpu", image=IMAGE),
+        build_pytorchjob("cpu", job_profile(IMAGE)),
         build_pytorchjob(
             "gpu",
-            image="kubetrade/trainer:0.1.0",
-            num_workers=3,
-            nproc_per_node=4,
-            gpus_per_worker=4,
-            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            node_selector={"nvidia.com/gpu.present": "true"},
-            secret_env={"TOKEN": {"secret": "s", "key": "k", "optional": True}},
-            pvc_name="kubetrade-data",
-            service_account="kubetrade-trainer",
-            active_deadline_seconds=3600,
-            ttl_seconds_after_finished=None,
+            job_profile(
+                "kubetrade/trainer:0.1.0",
+                num_workers=3,
+                nproc_per_node=4,
+                gpus_per_worker=4,
+                tolerations=[
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                node_selector={"nvidia.com/gpu.present": "true"},
+                secret_env={"TOKEN": {"secret": "s", "key": "k", "optional": True}},
+                pvc_name="kubetrade-data",
+                service_account="kubetrade-trainer",
+                active_deadline_seconds=3600,
+                ttl_seconds_after_finished=None,
+            ),
         ),
     ]
 
@@ -109,7 +114,7 @@ def test_experiment_matches_katib_schema_and_webhook_rules(algorithm: str) -> No
         early_stopping=MedianStop() if algorithm in {"tpe", "random"} else None,
         max_trial_count=10,
         parallel_trial_count=2,
-        job_options={"pvc_name": "kubetrade-data", "service_account": "kubetrade-trainer"},
+        profile=job_profile(IMAGE, pvc_name="kubetrade-data", service_account="kubetrade-trainer"),
         num_workers=1,
     )
     assert schema_errors(exp, EXPERIMENT) == []

@@ -25,6 +25,7 @@ from _k8s_checks import (
     validate_k8s,
 )
 
+from conftest import job_profile
 from kubetrade.k8s import build_pytorchjob, load_cluster_profile
 
 EXPECTED_NAMESPACE = {"base": "kubetrade", "overlays/kind": "kubeflow", "overlays/gpu": "kubetrade"}
@@ -275,7 +276,7 @@ def test_kind_cluster_config() -> None:
 
 
 def test_generated_pytorchjob_passes_the_same_baseline() -> None:
-    job: dict[str, Any] = build_pytorchjob("j", image="kubetrade/base:0.1.0", num_workers=1)
+    job: dict[str, Any] = build_pytorchjob("j", job_profile(num_workers=1))
     problems = [p for where, pod in pod_specs(job) for p in hardening_problems(where, pod)]
     assert problems == []
 

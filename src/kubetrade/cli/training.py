@@ -104,7 +104,7 @@ def _katib_options(
     elif dry:
         profile = ClusterTrainingProfile(image=TRAINER_IMAGE)
     else:
-        from kubetrade.pipeline.cluster import resolve_profile
+        from kubetrade.k8s.train_step import resolve_profile
 
         profile = resolve_profile()
     if not profile.pvc_name:

@@ -10,7 +10,6 @@ YAML file (:func:`load_cluster_profile`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from kubetrade.config import StrictModel, load_yaml_model
 from kubetrade.errors import ConfigError
+from kubetrade.k8s.namespace import current_namespace
 
 __all__ = [
     "PROFILE_CONFIGMAP",
@@ -34,7 +34,6 @@ __all__ = [
 
 PROFILE_CONFIGMAP = "kubetrade-cluster-profile"
 PROFILE_KEY = "profile.yaml"
-_SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class SecretRef(StrictModel):
@@ -148,19 +147,6 @@ class ClusterTrainingProfile(StrictModel):
 
         profile = self.model_copy(update=overrides) if overrides else self
         return build_pytorchjob(name, profile, args=args, labels=labels)
-
-
-def current_namespace(default: str = "kubetrade") -> str:
-    """The namespace this process runs in: ``$KUBETRADE_NAMESPACE``, the pod's service-account
-    namespace file, else ``default``."""
-    env = os.environ.get("KUBETRADE_NAMESPACE")
-    if env:
-        return env
-    try:
-        text = Path(_SA_NAMESPACE_FILE).read_text(encoding="utf-8").strip()
-    except OSError:
-        return default
-    return text or default
 
 
 def cluster_profile_from_configmap(

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kubetrade.errors import TrainingError
-from kubetrade.k8s.cluster_profile import current_namespace
 from kubetrade.k8s.katib_status import BestTrial
 from kubetrade.k8s.launcher import CustomResourceLauncher, WaitResult
+from kubetrade.k8s.namespace import current_namespace
 from kubetrade.k8s.pods import UNSCHEDULABLE_GRACE_S, owner_reference
 from kubetrade.tuning.space import SearchSpace
 

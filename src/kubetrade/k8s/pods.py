@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kubetrade.k8s.cluster_profile import current_namespace
 from kubetrade.k8s.katib import EXPERIMENT_KIND, EXPERIMENT_LABEL
+from kubetrade.k8s.namespace import current_namespace
 from kubetrade.k8s.pytorchjob import CONTAINER_NAME
 
 __all__ = [

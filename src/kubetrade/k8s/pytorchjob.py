@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kubetrade.errors import ConfigError
-from kubetrade.k8s.cluster_profile import ClusterTrainingProfile, current_namespace
+from kubetrade.k8s.namespace import current_namespace
+
+if TYPE_CHECKING:  # the profile module builds jobs with this one (ClusterTrainingProfile.build)
+    from kubetrade.k8s.cluster_profile import ClusterTrainingProfile
 
 __all__ = [
     "PYTORCHJOB_GROUP",

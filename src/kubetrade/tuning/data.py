@@ -2,7 +2,7 @@
 
 :func:`as_tuning_bundle` turns a window bundle (or its ``.npz``) into train + validation
 windows with an empty test split (the hybrid model's trials; worker processes receive
-:func:`_without_test`'s copy); :func:`mask_test_period` blanks the test period of the RL
+``DatasetBundle.without_test()``'s copy); :func:`mask_test_period` blanks the test period of the RL
 agents' prices and features (:class:`RLTuningData`, what every RL trial trains on).
 """
 
@@ -48,24 +48,8 @@ def as_tuning_bundle(bundle: Any) -> Any:
         )
 
     train, val = convert(bundle.train), convert(bundle.val)
-    return DatasetBundle(
-        train=train,
-        val=val,
-        test=val.take(slice(0, 0)),
-        feature_names=list(getattr(bundle, "feature_names", []) or []),
-    )
-
-
-def _without_test(bundle: Any) -> Any:
-    """Train + val with an empty test split: workers never even receive test windows."""
-    from kubetrade.data.splits import DatasetBundle
-
-    return DatasetBundle(
-        train=bundle.train,
-        val=bundle.val,
-        test=bundle.val.take(slice(0, 0)),
-        feature_names=list(getattr(bundle, "feature_names", [])),
-    )
+    names = list(getattr(bundle, "feature_names", []) or [])
+    return DatasetBundle(train=train, val=val, test=val, feature_names=names).without_test()
 
 
 # ---------------------------------------------------------------- RL agents: price bars

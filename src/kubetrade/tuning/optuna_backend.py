@@ -39,7 +39,6 @@ import optuna
 from optuna.trial import TrialState
 
 from kubetrade.errors import ConfigError, TrainingError
-from kubetrade.tuning.data import _without_test
 from kubetrade.tuning.spec import PrunerSettings, SamplerSettings, TuningSpec
 
 __all__ = [
@@ -352,7 +351,7 @@ def _run_workers(setup: TrialSetup, bundle: Any, url: str, workers: int, total: 
     from kubetrade.data.splits import save_bundle
 
     tuning_dir = Path(setup.tuning_dir)
-    path = save_bundle(_without_test(bundle), tuning_dir / WORKER_BUNDLE)
+    path = save_bundle(bundle.without_test(), tuning_dir / WORKER_BUNDLE)
     setup_path = tuning_dir / WORKER_SETUP
     setup_path.write_text(
         json.dumps({**asdict(setup), "bundle_path": str(path)}, default=str), encoding="utf-8"

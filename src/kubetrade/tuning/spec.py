@@ -33,7 +33,13 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from kubetrade.config import StrictModel, TrainingConfig, apply_overrides, format_validation_error
+from kubetrade.config import (
+    StrictModel,
+    TrainingConfig,
+    apply_overrides,
+    check_dotted_path,
+    format_validation_error,
+)
 from kubetrade.errors import ConfigError
 from kubetrade.tuning.space import Choice, IntRange, SearchSpace
 
@@ -51,7 +57,6 @@ __all__ = [
     "load_tuning_spec",
     "apply_spec_overrides",
     "build_model_config",
-    "check_model_path",
     "metric_direction",
 ]
 
@@ -363,35 +368,15 @@ def build_model_config(
     what: str = "training-config",
 ) -> ModelT:
     """``base`` (a dict of ``model``) with dotted ``overrides``, each path checked against
-    ``model`` first (:func:`check_model_path`), validated; ConfigError names ``where``."""
+    ``model`` first (:func:`kubetrade.config.check_dotted_path`), validated; ConfigError names ``where``."""
     data = copy.deepcopy(dict(base))
     for dotted in overrides:
-        check_model_path(model, dotted, where, what)
+        check_dotted_path(model, dotted, where, what)
     apply_overrides(data, dict(overrides))
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
-
-
-def check_model_path(
-    model: type[BaseModel], dotted: str, where: str, what: str = "training-config"
-) -> None:
-    """Refuse a dotted path that names no field of ``model`` (typos fail loudly).
-
-    Raises:
-        ConfigError: ``where: 'a.b' is not a <what> path: unknown key 'b' (allowed: ...)``.
-    """
-    node: Any = model
-    for part in dotted.split("."):
-        fields = getattr(node, "model_fields", None)
-        if fields is None or part not in fields:
-            allowed = ", ".join(fields) if fields else "nothing: it is a leaf value"
-            raise ConfigError(
-                f"{where}: {dotted!r} is not a {what} path: unknown key {part!r} "
-                f"(allowed: {allowed})"
-            )
-        node = fields[part].annotation
 
 
 def apply_spec_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def tune_step(
     if run.pipeline.backend == "kubeflow":
         import uuid
 
-        from kubetrade.pipeline.cluster import katib_options, resolve_profile
+        from kubetrade.k8s.train_step import katib_options, resolve_profile
 
         options = katib_options(resolve_profile(), uuid.uuid4().hex, bundle_path, run.training)
         result = tune(base, run.search_space, backend="katib", katib=options, **common)
@@ -108,7 +108,7 @@ def train_step(
     """Train the hybrid CNN+LSTM with the tune step's best config (when given).
 
     ``backend: local``: torchrun with ``hardware.nproc_per_node`` processes in this task.
-    ``backend: kubeflow``: a PyTorchJob (:func:`kubetrade.pipeline.cluster.train_on_cluster`).
+    ``backend: kubeflow``: a PyTorchJob (:func:`kubetrade.k8s.train_step.train_on_cluster`).
     Opens the MLflow run that evaluate and export add to; ``model_dir`` gets the
     checkpoints, ``train_result.json`` (with the MLflow run id) and the resolved config.
     """
@@ -141,7 +141,7 @@ def train_step(
         )
         tracker.log_artifact(out / "training_config.yaml", "config")
         if run.pipeline.backend == "kubeflow":
-            from kubetrade.pipeline.cluster import train_on_cluster
+            from kubetrade.k8s.train_step import train_on_cluster
 
             result = train_on_cluster(training, bundle_path, out, run_id, tracker.tracking_uri)
         else:
