@@ -11,80 +11,12 @@
   not loaded with this package).
 """
 
-from kubetrade.config.base import (
-    StrictModel,
-    apply_overrides,
-    check_dotted_path,
-    flatten,
-    format_validation_error,
-    load_yaml_model,
-    nest_dotted,
-    parse_key_values,
-    read_yaml_file,
-    split_key_value,
-    validate_model,
-)
-from kubetrade.config.pipeline import (
-    BacktestConfig,
-    DataSourceConfig,
-    PipelineConfig,
-    QualityConfig,
-    RegistryGateConfig,
-    TuningStepConfig,
-    load_pipeline_config,
-)
-from kubetrade.config.training import (
-    FEATURE_NAMES,
-    VALIDATION_METRICS,
-    AugmentationConfig,
-    CNNConfig,
-    DataSection,
-    FusionConfig,
-    HardwareSection,
-    LossWeights,
-    LSTMConfig,
-    ModelConfig,
-    OptimizerConfig,
-    SchedulerConfig,
-    TrainingConfig,
-    TrainingSection,
-    ValidationSection,
-    load_training_config,
-)
+from kubetrade.config import base as _base
+from kubetrade.config import pipeline as _pipeline
+from kubetrade.config import training as _training
+from kubetrade.config.base import *  # noqa: F403 (a facade: the names are listed below)
+from kubetrade.config.pipeline import *  # noqa: F403
+from kubetrade.config.training import *  # noqa: F403
 
-__all__ = [
-    "StrictModel",
-    "TrainingConfig",
-    "PipelineConfig",
-    "load_yaml_model",
-    "validate_model",
-    "read_yaml_file",
-    "load_training_config",
-    "apply_overrides",
-    "load_pipeline_config",
-    "format_validation_error",
-    "flatten",
-    "split_key_value",
-    "parse_key_values",
-    "nest_dotted",
-    "check_dotted_path",
-    "CNNConfig",
-    "LSTMConfig",
-    "FusionConfig",
-    "ModelConfig",
-    "LossWeights",
-    "OptimizerConfig",
-    "SchedulerConfig",
-    "TrainingSection",
-    "AugmentationConfig",
-    "FEATURE_NAMES",
-    "DataSection",
-    "VALIDATION_METRICS",
-    "ValidationSection",
-    "HardwareSection",
-    "DataSourceConfig",
-    "QualityConfig",
-    "TuningStepConfig",
-    "BacktestConfig",
-    "RegistryGateConfig",
-]
+# every public name of the three modules
+__all__ = [*_base.__all__, *_pipeline.__all__, *_training.__all__]

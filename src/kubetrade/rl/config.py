@@ -1,50 +1,7 @@
 """The RL stage's typed configs; they live in :mod:`kubetrade.config.rl` (one config tree).
 This module keeps ``from kubetrade.rl.config import ...`` working."""
 
-from kubetrade.config.rl import (
-    AGENT_TYPES,
-    BASIC_FEATURES,
-    DEFAULT_AGENT_TYPES,
-    A2CParams,
-    AgentsConfig,
-    CNNLSTMConfig,
-    DQNParams,
-    EnsembleConfig,
-    PolicyConfig,
-    PPOParams,
-    QRDQNParams,
-    RewardConfig,
-    RLTrainingConfig,
-    SACParams,
-    SplitConfig,
-    TD3Params,
-    TradingEnvConfig,
-    agent_type_error,
-    check_agent_type,
-    load_rl_training_config,
-    load_trading_env_config,
-)
+from kubetrade.config import rl as _rl
+from kubetrade.config.rl import *  # noqa: F403 (a re-export: the names are _rl.__all__)
 
-__all__ = [
-    "AGENT_TYPES",
-    "DEFAULT_AGENT_TYPES",
-    "BASIC_FEATURES",
-    "RewardConfig",
-    "TradingEnvConfig",
-    "PolicyConfig",
-    "CNNLSTMConfig",
-    "PPOParams",
-    "A2CParams",
-    "SACParams",
-    "TD3Params",
-    "DQNParams",
-    "QRDQNParams",
-    "AgentsConfig",
-    "SplitConfig",
-    "EnsembleConfig",
-    "RLTrainingConfig",
-    "agent_type_error",
-    "check_agent_type",
-    "load_trading_env_config",
-    "load_rl_training_config",
-]
+__all__ = list(_rl.__all__)
