@@ -1,4 +1,5 @@
-"""The package's import graph has no cycles.
+"""The package's import graph has no cycles, and docs/architecture.md's package map lists
+every module of the tree (and none that is gone).
 
 Every ``import`` of a ``kubetrade`` module counts, at module level or inside a function (a
 lazy import that closes a cycle only hides it: the two modules still depend on each other);
@@ -9,6 +10,7 @@ modules in it, in import order.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import kubetrade
@@ -125,3 +127,60 @@ def test_type_checking_imports_do_not_count():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+# ---------------------------------------------------------------- the documented map
+MAP_DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+
+
+def _without_parentheses(text: str) -> str:
+    out, depth = [], 0
+    for ch in text:
+        depth += ch == "("
+        if depth == 0:
+            out.append(ch)
+        depth -= ch == ")" and depth > 0
+    return "".join(out)
+
+
+def documented_map() -> dict[str, set[str]]:
+    """``{package dir relative to src/kubetrade ('' for the root): module names}`` from the
+    "Package map" table: the backticked names outside parentheses of each row."""
+    text = MAP_DOC.read_text(encoding="utf-8")
+    section = text.split("## Package map", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith("`"):
+            continue
+        package = cells[0].strip("`").rstrip("/")
+        package = "" if package == "kubetrade" else package
+        rows[package] = set(re.findall(r"`([a-z_0-9]+)`", _without_parentheses(cells[1])))
+    return rows
+
+
+def tree_map() -> dict[str, set[str]]:
+    rows: dict[str, set[str]] = {}
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        package = path.parent.relative_to(PACKAGE_ROOT).as_posix()
+        package = "" if package == "." else package
+        rows.setdefault(package, set()).add(path.stem)
+    return rows
+
+
+def test_the_documented_package_map_matches_the_tree():
+    documented, tree = documented_map(), tree_map()
+    assert set(documented) == set(tree), (
+        f"packages missing from docs/architecture.md: {sorted(set(tree) - set(documented))}; "
+        f"documented but gone: {sorted(set(documented) - set(tree))}"
+    )
+    problems = []
+    for package, modules in tree.items():
+        # a sub-package is its own row; __init__ is only listed where it holds code people use
+        missing = modules - documented[package] - {"__init__", "__main__"}
+        gone = documented[package] - modules
+        if missing or gone:
+            problems.append(
+                f"{package or 'kubetrade'}/: missing {sorted(missing)}, gone {sorted(gone)}"
+            )
+    assert not problems, "docs/architecture.md package map: " + "; ".join(problems)
