@@ -12,9 +12,10 @@ import torch
 
 from conftest import tiny_overrides
 from kubetrade.config import PipelineConfig, TrainingConfig
-from kubetrade.data.splits import make_demo_bundle, save_bundle
+from kubetrade.data.splits import save_bundle
 from kubetrade.errors import ConfigError, TrainingError
 from kubetrade.models import HybridCNNLSTM
+from kubetrade.training.bundle import make_demo_bundle
 from kubetrade.training.interpretability import SHAPExplainer
 from kubetrade.training.trainer import Trainer, fit
 from kubetrade.tuning.api import AdvancedTrainingPipeline

@@ -19,7 +19,7 @@ import torch
 
 from conftest import tiny_overrides
 from kubetrade.config import TrainingConfig, load_training_config
-from kubetrade.data.splits import make_demo_bundle
+from kubetrade.training.bundle import make_demo_bundle
 from kubetrade.tuning import AdvancedTrainingPipeline, TuningResult
 
 torch.set_num_threads(1)

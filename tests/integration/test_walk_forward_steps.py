@@ -12,7 +12,7 @@ import torch
 
 from kubetrade.config import PipelineConfig, TrainingConfig
 from kubetrade.data.sources import generate_synthetic
-from kubetrade.data.splits import make_demo_bundle, save_bundle
+from kubetrade.data.splits import save_bundle
 from kubetrade.errors import ConfigError
 from kubetrade.models import HybridCNNLSTM
 from kubetrade.pipeline.steps import (
@@ -22,6 +22,7 @@ from kubetrade.pipeline.steps import (
     fold_step,
     walk_forward_step,
 )
+from kubetrade.training.bundle import make_demo_bundle
 from kubetrade.training.callbacks import CHECKPOINT_FORMAT
 from kubetrade.training.tracking import MlflowTracker
 

@@ -249,7 +249,8 @@ def test_tuning_bundle_keeps_train_and_val_and_never_reads_test() -> None:
 
 
 def test_tuning_bundle_loads_the_split_steps_npz(tmp_path: Path) -> None:
-    from kubetrade.data.splits import make_demo_bundle, save_bundle
+    from kubetrade.data.splits import save_bundle
+    from kubetrade.training.bundle import make_demo_bundle
 
     cfg = load_training_config(None, {"data.sequence_length": 10})
     path = save_bundle(make_demo_bundle(1, 1, cfg=cfg), tmp_path / "bundle.npz")

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from kubetrade.config import TrainingConfig
-from kubetrade.data.splits import TimeSeriesSplitter, make_demo_bundle
+from kubetrade.data.splits import TimeSeriesSplitter
 from kubetrade.errors import SplitError
 from kubetrade.models import HybridCNNLSTM
+from kubetrade.training.bundle import make_demo_bundle
 from kubetrade.training.walk_forward import (
     aggregate_folds,
     ensemble_returns,

@@ -20,7 +20,6 @@ Data interface consumed by the trainer (the window types and bundle files are
                (decision bar, UTC, tz-naive numpy), symbols str (N,), feature_names
     DatasetBundle: train, val, test WindowSets + feature_names + scaler stats
     prepare_datasets(features_df, cfg) -> DatasetBundle
-    make_demo_bundle(n_symbols=2, n_years=3, seed=0, cfg=None) -> DatasetBundle
     save_bundle(bundle, path.npz) / load_bundle(path.npz)
 """
 
@@ -61,7 +60,6 @@ __all__ = [
     "label_returns",
     "make_windows",
     "prepare_datasets",
-    "make_demo_bundle",
     "augment",
     "save_bundle",
     "load_bundle",
@@ -300,18 +298,3 @@ def window_coverage(
             for sym in sorted(set(bars.index) | set(made.index))
         }
     return out
-
-
-def make_demo_bundle(
-    n_symbols: int = 2, n_years: float = 3, seed: int = 0, cfg: TrainingConfig | None = None
-) -> DatasetBundle:
-    """Synthetic data -> features -> bundle; for tests and benchmarks."""
-    from kubetrade.data.features import FeatureEngineer
-    from kubetrade.data.sources import generate_synthetic
-
-    cfg = cfg or TrainingConfig()
-    raw = generate_synthetic(n_symbols=n_symbols, n_years=n_years, seed=seed)
-    feats = FeatureEngineer().add_technical_indicators(
-        raw, indicators=["rsi", "macd", "bollinger_bands", "atr"]
-    )
-    return prepare_datasets(feats, cfg)

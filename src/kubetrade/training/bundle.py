@@ -1,4 +1,6 @@
-"""The windows the trainer consumes (re-exported from :mod:`kubetrade.data.windows`).
+"""The windows the trainer consumes (re-exported from :mod:`kubetrade.data.windows`), and
+the one home of synthetic bundles for tests and benchmarks (:func:`synthetic_bundle`,
+:func:`make_demo_bundle`).
 
 A :class:`WindowSet` is one split: ``X`` (N, L, F) float32 windows whose last bar is at
 ``timestamps[i]`` for ``symbols[i]``; ``y_cls`` (N,) int64 labels in
@@ -10,6 +12,7 @@ bar earns). Any object with these attributes works wherever a WindowSet is expec
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +27,7 @@ __all__ = [
     "save_bundle",
     "load_bundle",
     "synthetic_bundle",
+    "make_demo_bundle",
     "ensure_readable_snapshot",
     "ensure_same_data",
     "bundle_fingerprint",
@@ -165,3 +169,23 @@ def ensure_same_data(out_dir: str | Path, bundle: DatasetBundle) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"sha256": current}), encoding="utf-8")
     tmp.replace(path)
+
+
+def make_demo_bundle(
+    n_symbols: int = 2, n_years: float = 3, seed: int = 0, cfg: Any = None
+) -> DatasetBundle:
+    """Synthetic GBM prices through the real path (indicators, then the project's time split
+    and windowing, :func:`~kubetrade.data.splits.prepare_datasets`) into a bundle; for tests
+    and benchmarks that need the pipeline's own windows. :func:`synthetic_bundle` is the
+    faster toy: windows built directly, with a learnable signal."""
+    from kubetrade.config import TrainingConfig
+    from kubetrade.data.features import FeatureEngineer
+    from kubetrade.data.sources import generate_synthetic
+    from kubetrade.data.splits import prepare_datasets
+
+    cfg = cfg or TrainingConfig()
+    raw = generate_synthetic(n_symbols=n_symbols, n_years=n_years, seed=seed)
+    feats = FeatureEngineer().add_technical_indicators(
+        raw, indicators=["rsi", "macd", "bollinger_bands", "atr"]
+    )
+    return prepare_datasets(feats, cfg)
