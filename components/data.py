@@ -69,13 +69,14 @@ def validate_op(
     metrics: Output[Metrics],
 ) -> None:
     """Great Expectations quality gate; fails the run below the score threshold."""
-    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.component_runtime import named_file, run_step
     from kubetrade.pipeline.steps import RunConfig, validate_step
 
+    docs_path = named_file(data_docs, ".html")
     run_step(
         "validate",
         lambda: validate_step(
-            RunConfig.from_file(run_config.path), ohlcv.path, data_docs.path, quality_report.path
+            RunConfig.from_file(run_config.path), ohlcv.path, docs_path, quality_report.path
         ),
         metrics=metrics,
     )

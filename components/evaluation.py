@@ -55,9 +55,10 @@ def walk_forward_op(
 ) -> None:
     """Fold means with intervals, bootstrap intervals, deflated Sharpe; logs the HTML reports
     (walk-forward, after-cost backtest, Data Docs) to the training's MLflow run."""
-    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.component_runtime import named_file, run_step
     from kubetrade.pipeline.steps import RunConfig, walk_forward_step
 
+    report_path = named_file(report, ".html")
     run_step(
         "walk_forward",
         lambda: walk_forward_step(
@@ -67,7 +68,7 @@ def walk_forward_op(
             ensemble_evaluation.path,
             model.path,
             results.path,
-            report.path,
+            report_path,
             extra_artifacts={
                 "backtest_report.html": backtest_report.path,
                 "backtest_results.json": backtest.path,

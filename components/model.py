@@ -82,13 +82,14 @@ def evaluate_op(
     """Test metrics beside naive baselines; returns the registration gate, "pass" or "fail"."""
     import json
 
-    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.component_runtime import named_file, run_step
     from kubetrade.pipeline.steps import RunConfig, evaluate_step, evaluation_gate
 
+    report_path = named_file(report, ".html")
     run_step(
         "evaluate",
         lambda: evaluate_step(
-            RunConfig.from_file(run_config.path), bundle.path, model.path, report.path, results.path
+            RunConfig.from_file(run_config.path), bundle.path, model.path, report_path, results.path
         ),
         metrics=metrics,
     )
@@ -133,9 +134,10 @@ def backtest_op(
     metrics: Output[Metrics],
 ) -> None:
     """Hybrid signals and the RL ensemble on the test period, beside buy-and-hold."""
-    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.component_runtime import named_file, run_step
     from kubetrade.pipeline.steps import RunConfig, backtest_step
 
+    report_path = named_file(report, ".html")
     run_step(
         "backtest",
         lambda: backtest_step(
@@ -144,7 +146,7 @@ def backtest_op(
             bundle.path,
             model.path,
             ensemble_evaluation.path,
-            report.path,
+            report_path,
             results.path,
         ),  # fmt: skip
         metrics=metrics,
@@ -192,11 +194,12 @@ def summary_op(
 ) -> None:
     """Markdown run summary for the KFP UI: tuning, test metrics beside baselines, backtest,
     walk-forward significance, and a link to the training's MLflow run."""
-    from kubetrade.pipeline.component_runtime import run_step
+    from kubetrade.pipeline.component_runtime import named_file, run_step
     from kubetrade.pipeline.steps import RunConfig, summary_step
     from kubetrade.pipeline.ui import append_mlflow_link
 
     run = RunConfig.from_file(run_config.path)
+    summary_path = named_file(summary, ".md")
     run_step(
         "summary",
         lambda: summary_step(
@@ -206,8 +209,8 @@ def summary_op(
             backtest.path,
             ensemble_evaluation.path,
             gate,
-            summary.path,
+            summary_path,
             walk_forward.path,
         ),  # fmt: skip
     )
-    run_step("summary (MLflow link)", lambda: append_mlflow_link(run, model.path, summary.path))
+    run_step("summary (MLflow link)", lambda: append_mlflow_link(run, model.path, summary_path))

@@ -280,3 +280,45 @@ def test_form_without_the_presets_file_keeps_the_config(tmp_path, monkeypatch):
     assert apply_run_params(run, form).model_dump() == run.model_dump()
     with pytest.raises(ConfigError, match="run_form.yaml"):
         apply_run_params(run, form.model_copy(update={"model_size": "full"}))
+
+
+@pytest.mark.parametrize("path", [CLUSTER, DEMO])
+def test_local_and_cluster_runs_take_the_same_parameters(path):
+    """`kubetrade run --param` checks against the in-memory pipeline (and the local runner
+    calls it with RunParams' fields); `kubetrade submit --param` against the compiled YAML:
+    both have exactly the run form's names, types and descriptions."""
+    from kubetrade.pipeline.run_form import parse_run_params, pipeline_inputs
+
+    local = pipeline_inputs()
+    cluster = _spec(path)["root"]["inputDefinitions"]["parameters"]
+    assert sorted(local) == sorted(cluster) == sorted(RunParams.model_fields)
+    for name, spec in cluster.items():
+        assert local[name]["parameterType"] == spec["parameterType"], name
+        assert local[name]["description"] == spec["description"], name
+    # the same KEY=VALUE text gives the same typed values on both paths
+    from kubetrade.k8s.submit import parse_params
+
+    items = ["symbols=[AAPL,IBM]", "epochs=3", "rl_agents=[ppo]", "backend=local"]
+    assert parse_run_params(items) == parse_params(cluster, items) == {
+        "symbols": ["AAPL", "IBM"], "epochs": 3, "rl_agents": ["ppo"], "backend": "local"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", [CLUSTER, DEMO])
+def test_reports_are_typed_for_the_ui_preview(path):
+    """The UI previews HTML and Markdown artifacts and charts Metrics/ClassificationMetrics by
+    their type; the components name the files (.html/.md, tests/pipeline/test_artifact_names)."""
+    comps = _spec(path)["components"]
+
+    def outputs(comp: str) -> dict[str, str]:
+        arts = comps[comp].get("outputDefinitions", {}).get("artifacts", {})
+        return {k: v["artifactType"]["schemaTitle"] for k, v in arts.items()}
+
+    assert outputs("comp-validate-op")["data_docs"] == "system.HTML"
+    assert outputs("comp-evaluate-op")["report"] == "system.HTML"
+    assert outputs("comp-evaluate-op")["confusion"] == "system.ClassificationMetrics"
+    assert outputs("comp-backtest-op")["report"] == "system.HTML"
+    assert outputs("comp-walk-forward-op")["report"] == "system.HTML"
+    assert outputs("comp-summary-op")["summary"] == "system.Markdown"
+    with_metrics = [c for c in comps if outputs(c).get("metrics") == "system.Metrics"]
+    assert len(with_metrics) >= 12  # every step that returns a summary logs it
