@@ -86,17 +86,16 @@ def evaluate_op(
     from kubetrade.pipeline.steps import RunConfig, evaluate_step, evaluation_gate
 
     report_path = named_file(report, ".html")
+    run = RunConfig.from_file(run_config.path)
     run_step(
         "evaluate",
-        lambda: evaluate_step(
-            RunConfig.from_file(run_config.path), bundle.path, model.path, report_path, results.path
-        ),
+        lambda: evaluate_step(run, bundle.path, model.path, report_path, results.path),
         metrics=metrics,
     )
     with open(results.path, encoding="utf-8") as fh:
         test = json.load(fh)["test"]
     confusion.log_confusion_matrix(test["class_names"], test["confusion_matrix"])
-    gate = evaluation_gate(results.path)
+    gate = evaluation_gate(results.path, run.pipeline.registry.evaluation_tolerance)
     print(f"[kubetrade] evaluate: registration gate {gate}", flush=True)
     return gate
 

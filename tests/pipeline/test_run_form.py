@@ -137,7 +137,7 @@ def test_form_values_land_in_the_config():
     )
     assert (t.training.num_epochs, t.training.scheduler.T_max) == (3, 3)  # schedule follows
     assert t.validation.cv_folds == 3 and run.fold_indices() == [0, 1, 2]
-    assert run.agent_types() == ["ppo"] and run.rl["rl_training"]["total_timesteps"] == 500
+    assert run.agent_types() == ["ppo"] and run.rl.rl_training.total_timesteps == 500
     assert run.search_space["objective"]["num_trials"] == 2
     off = load_run_config(params={"tuning_trials": 0})
     assert off.search_space == {} and not off.pipeline.tuning.enabled

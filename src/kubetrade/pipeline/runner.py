@@ -32,7 +32,7 @@ from typing import Any
 
 from kubetrade.config.run import RunConfig
 from kubetrade.errors import KubetradeError
-from kubetrade.pipeline.component_runtime import ERROR_FILE_ENV
+from kubetrade.pipeline.component_runtime import ERROR_FILE_ENV, step_metrics
 from kubetrade.pipeline.progress import ANSI, ProgressTee
 from kubetrade.pipeline.run_form import BASE_CONFIG_ENV, RunParams, params_from_run
 from kubetrade.process import pid_alive
@@ -94,7 +94,7 @@ def _collect_outputs(run_dir: Path) -> dict[str, Any]:
                 for art in entry.get("artifacts", []):
                     artifacts[name] = art.get("uri", "")
                     if name == "metrics":
-                        metrics.update(art.get("metadata", {}))
+                        metrics.update(step_metrics(art.get("metadata", {})))
             key = str(task_dir.relative_to(pipeline_dir))
             outputs[key] = {"artifacts": artifacts, "metrics": metrics}
     return outputs

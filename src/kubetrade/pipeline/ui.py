@@ -23,11 +23,11 @@ def append_mlflow_link(run: RunConfig, model_dir: str | Path, summary_path: str 
     ``model_dir`` is the train step's output (``train_result.json`` names the run).
     Returns the line appended.
     """
-    from kubetrade.pipeline.steps import EXPERIMENT, _tracker
+    from kubetrade.pipeline.steps.common import EXPERIMENT, run_tracker
 
     info = json.loads((Path(model_dir) / "train_result.json").read_text(encoding="utf-8"))
     run_id = str(info["run_id"])
-    tracker = _tracker(run, run_id=run_id)
+    tracker = run_tracker(run, run_id=run_id)
     experiment_id = tracker.client.get_run(run_id).info.experiment_id
     url = mlflow_run_url(tracker.tracking_uri, experiment_id, run_id)
     where = f"[{run_id}]({url})" if url else f"`{run_id}` (store `{tracker.tracking_uri}`)"

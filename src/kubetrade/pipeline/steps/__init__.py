@@ -35,10 +35,6 @@ from kubetrade.pipeline.steps.rl import ensemble_step, rl_agent_step, rl_configs
 from kubetrade.pipeline.steps.summary import _walk_forward_lines as _walk_forward_lines
 from kubetrade.pipeline.steps.summary import summary_step
 
-# the names these had when the steps were one module (pipeline/ui.py and two reliability
-# tests still use them)
-_tracker = run_tracker
-
 __all__ = [
     "RunConfig",
     "load_run_config",
