@@ -231,6 +231,38 @@ def test_by_symbol_windows_equal_the_feast_online_read_and_the_cache(demo: Demo)
         np.testing.assert_array_equal(first, fresh)
 
 
+def test_micro_batched_answers_equal_unbatched_ones(demo: Demo, server: Any) -> None:
+    """Concurrent requests run as one ONNX batch give exactly the answers each gets alone."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubetrade.serving.batching import MicroBatcher
+    from kubetrade.serving.config import ServingConfig
+    from kubetrade.serving.predictor import Predictor
+
+    predictor = Predictor(ServingConfig(tracking_uri=demo.tracking_uri,
+                                        feast_repo=str(demo.feast_repo)))  # fmt: skip
+    scaler = demo.bundle.scaler
+    raw = demo.bundle.test.X[:40] * np.asarray(scaler.scale) + np.asarray(scaler.center)
+    requests = [[{"window": w.tolist(), "variant": "champion"}] for w in raw]
+    requests += [[{"symbol": "SYN000"}, {"symbol": "SYN001", "as_of": "2001-06-01"}]]
+    alone = [[a.as_dict() for a in predictor.predict(r)] for r in requests]
+    batcher = MicroBatcher(max_rows=16)
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(predictor.predict_batched(r, batcher) for r in requests))
+
+    batched = asyncio.run(together())
+    assert [[a.as_dict() for a in answers] for answers in batched] == alone
+    # 40 one-row requests in runs of at most 16 (3 runs), the two-instance request's own turn
+    assert batcher.rows == 42 and batcher.runs <= 4
+    # through HTTP, concurrently: the server's answers equal the unbatched ones exactly
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: post(server["url"], {"instances": r}), requests[:40]))
+    for (code, body), expected in zip(answers, alone, strict=False):
+        assert code == 200 and body["predictions"] == expected
+
+
 def test_stale_online_features_are_refused(demo: Demo) -> None:
     from kubetrade.serving.config import ServingConfig
     from kubetrade.serving.predictor import BadRequest, Predictor

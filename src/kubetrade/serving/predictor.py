@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kubetrade.serving.batching import MicroBatcher
 from kubetrade.serving.config import ServingConfig
 from kubetrade.serving.spec import SPEC_FILE, ServingError, ServingSpec, read_serving_spec
 
 __all__ = [
     "BadRequest",
     "LoadedModel",
+    "Pending",
     "Prediction",
     "Predictor",
     "WindowSource",
@@ -188,6 +190,16 @@ class WindowSource:
             row.update(symbol=symbol, timestamp=end)
             part = pd.concat([part, pd.DataFrame([row])], ignore_index=True)
         return part
+
+
+@dataclass
+class Pending:
+    """One validated instance: its model and scaled input ``(1, L, F)``, before the run."""
+
+    model: LoadedModel
+    inputs: np.ndarray
+    symbol: str | None
+    bar: str | None
 
 
 @dataclass
@@ -399,7 +411,25 @@ class Predictor:
     # ------------------------------------------------------------ predict
     def predict(self, instances: Sequence[Any]) -> list[Prediction]:
         """One answer per instance: ``{"symbol", "as_of"?, "variant"?}`` or
-        ``{"window": L x F raw features, "variant"?}``."""
+        ``{"window": L x F raw features, "variant"?}``; one model run per instance."""
+        pending = self.prepare(instances)
+        return self.finish(pending, [p.model.run(p.inputs) for p in pending])
+
+    async def predict_batched(self, instances: Sequence[Any],
+                              batcher: MicroBatcher) -> list[Prediction]:  # fmt: skip
+        """:meth:`predict` with the model runs gathered by ``batcher`` across concurrent
+        requests (the same answers: a row's output does not depend on its batch)."""
+        import asyncio
+
+        pending = self.prepare(instances)
+        if len(pending) == 1:
+            outputs = [await batcher.run(pending[0].model, pending[0].inputs)]
+        else:  # queued in the same turn: one run per model version
+            outputs = await asyncio.gather(*(batcher.run(p.model, p.inputs) for p in pending))
+        return self.finish(pending, outputs)
+
+    def prepare(self, instances: Sequence[Any]) -> list[Pending]:
+        """Validate ``instances``, pick each one's model, build its scaled input."""
         if not isinstance(instances, Sequence) or isinstance(instances, str | bytes):
             raise BadRequest("'instances' must be a list of objects")
         if not instances:
@@ -424,20 +454,24 @@ class Predictor:
                 symbol = inst["symbol"]
             else:
                 raise BadRequest(f"instance {i} needs 'symbol' or 'window'")
-            out.append(self._run(model, window, symbol, bar))
-        self._log(out)
+            out.append(Pending(model, model.spec.transform(window)[None], symbol, bar))
         return out
 
-    def _run(self, model: LoadedModel, window: np.ndarray, symbol: str | None,
-             bar: str | None) -> Prediction:  # fmt: skip
+    def finish(self, pending: Sequence[Pending],
+               outputs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:  # fmt: skip
+        """Answers from each pending instance's (probabilities, return) rows; logged."""
         from kubetrade.models import CLASS_POSITIONS
 
-        probs, reg = model.run(model.spec.transform(window)[None])
-        p = [float(v) for v in probs[0]]
-        if not all(math.isfinite(v) for v in p):
-            raise ServingError(f"model v{model.version} returned non-finite probabilities")
-        return Prediction(p, float(reg[0]), float(CLASS_POSITIONS[int(np.argmax(probs[0]))]),
-                          model.version, model.alias, symbol, bar)  # fmt: skip
+        out = []
+        for p, (probs, reg) in zip(pending, outputs, strict=True):
+            values = [float(v) for v in probs[0]]
+            if not all(math.isfinite(v) for v in values):
+                raise ServingError(f"model v{p.model.version} returned non-finite probabilities")
+            signal = float(CLASS_POSITIONS[int(np.argmax(probs[0]))])
+            out.append(Prediction(values, float(reg[0]), signal, p.model.version,
+                                  p.model.alias, p.symbol, p.bar))  # fmt: skip
+        self._log(out)
+        return out
 
     def _log(self, predictions: list[Prediction]) -> None:
         if not self.config.predictions_log:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kubetrade.serving.batching import MicroBatcher
 from kubetrade.serving.config import ServingConfig
 from kubetrade.serving.predictor import BadRequest, Predictor
 
@@ -39,6 +40,7 @@ def _kserve_model_class() -> type:
         def __init__(self, name: str, predictor: Predictor) -> None:
             super().__init__(name)
             self.predictor = predictor
+            self.batcher = MicroBatcher(predictor.config.micro_batch)
             self.ready = True
 
         def load(self) -> bool:
@@ -49,18 +51,18 @@ def _kserve_model_class() -> type:
                           response_headers: Any = None) -> Any:  # fmt: skip
             try:
                 if isinstance(payload, InferRequest):
-                    return self._v2(payload)
-                return self._v1(payload)
+                    return await self._v2(payload)
+                return await self._v1(payload)
             except BadRequest as exc:
                 raise InvalidInput(str(exc)) from exc
 
-        def _v1(self, payload: Any) -> dict[str, Any]:
+        async def _v1(self, payload: Any) -> dict[str, Any]:
             if not isinstance(payload, dict) or "instances" not in payload:
                 raise BadRequest("expected a JSON object with 'instances' (a list)")
-            answers = self.predictor.predict(payload["instances"])
+            answers = await self.predictor.predict_batched(payload["instances"], self.batcher)
             return {"predictions": [a.as_dict() for a in answers]}
 
-        def _v2(self, request: InferRequest) -> InferResponse:
+        async def _v2(self, request: InferRequest) -> InferResponse:
             inputs = {i.name: i for i in request.inputs}
             unknown = set(inputs) - {"symbol", "as_of", "window"}
             if unknown:
@@ -83,7 +85,7 @@ def _kserve_model_class() -> type:
                              for s, a in zip(symbols, as_of or symbols, strict=True)]  # fmt: skip
             else:
                 raise BadRequest("the request needs an input 'symbol' or 'window'")
-            answers = self.predictor.predict(instances)
+            answers = await self.predictor.predict_batched(instances, self.batcher)
             n = len(answers)
             outputs = [
                 InferOutput("probabilities", [n, 3], "FP32",
