@@ -57,8 +57,8 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None
 
 
 def _session(clients: int) -> Any:
-    """An aiohttp session with ``clients`` keep-alive connections: the lightest maintained
-    async client (httpx spent more CPU per request than the server on the same 2 cores)."""
+    """An aiohttp session with ``clients`` keep-alive connections (a lighter client than
+    httpx: the client shares the 2 cores with both servers, so its cost caps every number)."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
