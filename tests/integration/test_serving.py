@@ -263,6 +263,40 @@ def test_micro_batched_answers_equal_unbatched_ones(demo: Demo, server: Any) -> 
         assert code == 200 and body["predictions"] == expected
 
 
+def test_micro_batcher_hands_a_failed_run_to_every_waiting_request() -> None:
+    import asyncio
+
+    from kubetrade.serving.batching import MicroBatcher
+
+    class Broken:
+        def run(self, x: np.ndarray) -> Any:
+            raise RuntimeError(f"cannot run {len(x)} rows")
+
+    batcher = MicroBatcher(max_rows=4)
+
+    async def many() -> list[Any]:
+        rows = [np.zeros((1, 2, 3), np.float32)] * 6
+        return await asyncio.gather(*(batcher.run(Broken(), r) for r in rows),
+                                    return_exceptions=True)  # fmt: skip
+
+    errors = asyncio.run(many())
+    # each Broken() is its own model: six runs of one row, each failure to its own request
+    assert [str(e) for e in errors] == ["cannot run 1 rows"] * 6
+    shared = Broken()
+
+    async def together() -> list[Any]:
+        rows = [np.zeros((1, 2, 3), np.float32)] * 6
+        return await asyncio.gather(*(batcher.run(shared, r) for r in rows),
+                                    return_exceptions=True)  # fmt: skip
+
+    # one model: runs of at most 4 rows, every waiting request gets its run's error
+    assert [str(e) for e in asyncio.run(together())] == ["cannot run 4 rows"] * 4 + [
+        "cannot run 2 rows"
+    ] * 2
+    with pytest.raises(ValueError, match="max_rows"):
+        MicroBatcher(0)
+
+
 def test_stale_online_features_are_refused(demo: Demo) -> None:
     from kubetrade.serving.config import ServingConfig
     from kubetrade.serving.predictor import BadRequest, Predictor
