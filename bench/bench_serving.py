@@ -1,12 +1,14 @@
 """Serving benchmark: ``kubetrade serve`` (KServe ModelServer) beside ``mlflow models serve`` of
-the same registered model, on 127.0.0.1, with a bounded async load (httpx).
+the same registered model, on 127.0.0.1, with a bounded async load (aiohttp).
 
 * closed loop at 1, 8 and 32 concurrent clients for ``--seconds`` each: p50/p99 latency,
   throughput, failures; the same windows sent to both servers (ours: v1 ``{"window": ...}``,
   MLflow: ``/invocations`` ``{"inputs": ...}``); ours also by symbol (Feast online store);
 * open loop at ``--rate`` requests/s (default 100) for ``--seconds``: p99 at that rate;
 * champion swap under load: alias ``champion`` moved to another version while 8 clients send
-  requests; failures and the versions seen.
+  requests; failures and the versions seen;
+* the floor: the same KServe server setup with a model that returns one constant answer (no
+  parsing, no inference), at the same client counts: what the HTTP stack alone costs here.
 
 Everything is bounded in time and count and talks only to 127.0.0.1. The model is the tiny
 demo deployment (kubetrade.serving.demo), so the numbers measure the serving stack, not a
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+JSON = {"Content-Type": "application/json"}
 
 
 def _port() -> int:
@@ -53,72 +56,95 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None
     raise SystemExit(f"{url} not ready after {timeout} s")
 
 
-async def _closed_loop(url: str, bodies: list[Any], clients: int, seconds: float) -> dict[str, Any]:
-    import httpx
+def _session(clients: int) -> Any:
+    """An aiohttp session with ``clients`` keep-alive connections (a lighter client than
+    httpx: the client shares the 2 cores with both servers, so its cost caps every number)."""
+    import aiohttp
 
+    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+
+
+def _encoded(bodies: list[Any]) -> list[bytes]:
+    return [json.dumps(b).encode() for b in bodies]  # encoded once, not per request
+
+
+async def _post(session: Any, url: str, body: bytes) -> tuple[bool, Any]:
+    import aiohttp
+
+    try:
+        async with session.post(url, data=body, headers=JSON) as r:
+            payload = await r.read()
+            return r.status == 200, payload
+    except (aiohttp.ClientError, TimeoutError):
+        return False, None
+
+
+def _version(payload: bytes) -> str | None:
+    preds = json.loads(payload).get("predictions")
+    if isinstance(preds, list) and preds and isinstance(preds[0], dict):
+        return str(preds[0].get("model_version"))
+    return None
+
+
+async def _closed_loop(url: str, bodies: list[Any], clients: int, seconds: float,
+                       count_versions: bool = False) -> dict[str, Any]:  # fmt: skip
+    encoded = _encoded(bodies)
     latencies: list[float] = []
     failures = 0
     versions: dict[str, int] = {}
     stop = time.perf_counter() + seconds
 
-    async def worker(i: int, client: httpx.AsyncClient) -> None:
+    async def worker(i: int, session: Any) -> None:
         nonlocal failures
         n = i
         while time.perf_counter() < stop:
-            body = bodies[n % len(bodies)]
+            body = encoded[n % len(encoded)]
             n += clients
             t0 = time.perf_counter()
-            try:
-                r = await client.post(url, json=body)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
+            ok, payload = await _post(session, url, body)
             latencies.append(time.perf_counter() - t0)
             if not ok:
                 failures += 1
-                continue
-            preds = r.json().get("predictions")
-            if isinstance(preds, list) and preds and isinstance(preds[0], dict):
-                v = str(preds[0].get("model_version"))
-                versions[v] = versions.get(v, 0) + 1
+            elif count_versions:
+                v = _version(payload)
+                versions[str(v)] = versions.get(str(v), 0) + 1
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    async with _session(clients) as session:
         start = time.perf_counter()
-        await asyncio.gather(*(worker(i, client) for i in range(clients)))
+        await asyncio.gather(*(worker(i, session) for i in range(clients)))
         elapsed = time.perf_counter() - start
     lat = np.asarray(latencies) * 1000
-    return {"clients": clients, "requests": len(lat), "failures": failures,
-            "throughput_rps": round(len(lat) / elapsed, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2), "versions": versions}  # fmt: skip
+    out = {"clients": clients, "requests": len(lat), "failures": failures,
+           "throughput_rps": round(len(lat) / elapsed, 1),
+           "p50_ms": round(float(np.percentile(lat, 50)), 2),
+           "p99_ms": round(float(np.percentile(lat, 99)), 2)}  # fmt: skip
+    if count_versions:
+        out["versions"] = versions
+    return out
 
 
 async def _open_loop(url: str, bodies: list[Any], rate: float, seconds: float) -> dict[str, Any]:
-    import httpx
-
+    encoded = _encoded(bodies)
     latencies: list[float] = []
     failures = 0
     n = int(rate * seconds)
 
-    async def one(i: int, client: httpx.AsyncClient) -> None:
+    async def one(i: int, session: Any) -> None:
         nonlocal failures
         t0 = time.perf_counter()
-        try:
-            r = await client.post(url, json=bodies[i % len(bodies)])
-            failures += r.status_code != 200
-        except httpx.HTTPError:
-            failures += 1
+        ok, _ = await _post(session, url, encoded[i % len(encoded)])
+        failures += not ok
         latencies.append(time.perf_counter() - t0)
 
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+    async with _session(64) as session:
         start = time.perf_counter()
         tasks = []
         for i in range(n):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, client)))
+            tasks.append(asyncio.create_task(one(i, session)))
         await asyncio.gather(*tasks)
     lat = np.asarray(latencies) * 1000
     return {"rate_rps": rate, "requests": n, "failures": failures,
@@ -126,12 +152,40 @@ async def _open_loop(url: str, bodies: list[Any], rate: float, seconds: float) -
             "p99_ms": round(float(np.percentile(lat, 99)), 2)}  # fmt: skip
 
 
+def _constant_server(port: int) -> None:
+    """The floor: the same KServe server setup (kubetrade.serving.server.serve) with a model
+    that answers every request with one constant prediction, no parsing, no inference."""
+    import kserve
+
+    from kubetrade.serving.config import ServingConfig
+    from kubetrade.serving.server import serve
+
+    answer = {"predictions": [{"probabilities": {"buy": 0.3, "hold": 0.4, "sell": 0.3},
+                               "predicted_return": 0.0, "signal": 0.0, "model_version": "0",
+                               "alias": "constant"}]}  # fmt: skip
+
+    class Constant(kserve.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__("kubetrade")
+            self.ready = True
+
+        async def predict(self, payload: Any, headers: Any = None,
+                          response_headers: Any = None) -> Any:  # fmt: skip
+            return answer
+
+    serve(ServingConfig(port=port), model=Constant())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (<= 60)")
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--no-peer", action="store_true", help="skip mlflow models serve")
+    parser.add_argument("--constant-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.constant_server:
+        _constant_server(args.constant_server)
+        return 0
     seconds = min(args.seconds, 60.0)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from mlflow import MlflowClient
@@ -147,7 +201,7 @@ def main() -> int:
     ours_windows = [{"instances": [{"window": w.tolist()}]} for w in raw[:64]]
     ours_symbols = [{"instances": [{"symbol": s}]} for s in ("SYN000", "SYN001")]
     peer_windows = [{"inputs": w[None].tolist()} for w in spec.test.X[:64]]
-    port, peer_port = _port(), _port()
+    port, peer_port, floor_port = _port(), _port(), _port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": demo.tracking_uri,  # mlflow execs `uvicorn`
@@ -158,7 +212,9 @@ def main() -> int:
                              "--set", f"feast_repo={demo.feast_repo}", "--set", f"port={port}",
                              "--set", "refresh_seconds=0.5", "--set", "max_feature_age_days=null"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
-    procs = [ours]
+    floor = subprocess.Popen([sys.executable, __file__, "--constant-server", str(floor_port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    procs = [ours, floor]
     results: dict[str, Any] = {"load_before": os.getloadavg(), "seconds": seconds,
                                "uptime": subprocess.run(["uptime"], capture_output=True,
                                                         text=True).stdout.strip()}  # fmt: skip
@@ -166,6 +222,8 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         _wait(f"{base}/v2/health/ready", ours)
         url = f"{base}/v1/models/kubetrade:predict"
+        _wait(f"http://127.0.0.1:{floor_port}/v2/health/ready", floor)
+        floor_url = f"http://127.0.0.1:{floor_port}/v1/models/kubetrade:predict"
         peer_url = None
         if not args.no_peer:
             peer = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
@@ -177,7 +235,12 @@ def main() -> int:
             _wait(f"http://127.0.0.1:{peer_port}/ping", peer)
             peer_url = f"http://127.0.0.1:{peer_port}/invocations"
         closed: dict[str, list[Any]] = {"kubetrade_window": [], "kubetrade_symbol": [],
-                                        "mlflow_window": []}  # fmt: skip
+                                        "mlflow_window": [], "kserve_constant_floor": []}  # fmt: skip
+        # warm-up, not measured: first requests pay lazy imports, ORT arena growth, caches
+        for warm_url, warm_bodies in ((url, ours_windows), (url, ours_symbols),
+                                      (peer_url, peer_windows), (floor_url, ours_windows)):  # fmt: skip
+            if warm_url:
+                asyncio.run(_closed_loop(warm_url, warm_bodies, 8, 1.0))
         for clients in (1, 8, 32):
             closed["kubetrade_window"].append(
                 asyncio.run(_closed_loop(url, ours_windows, clients, seconds))
@@ -189,13 +252,16 @@ def main() -> int:
                 closed["mlflow_window"].append(
                     asyncio.run(_closed_loop(peer_url, peer_windows, clients, seconds))
                 )
+            closed["kserve_constant_floor"].append(
+                asyncio.run(_closed_loop(floor_url, ours_windows, clients, seconds))
+            )
             print(json.dumps({k: v[-1] for k, v in closed.items() if v}), flush=True)
         results["closed_loop"] = closed
         results["open_loop"] = asyncio.run(_open_loop(url, ours_windows, args.rate, seconds))
         print(json.dumps(results["open_loop"]), flush=True)
 
         async def swap() -> dict[str, Any]:
-            task = asyncio.create_task(_closed_loop(url, ours_symbols, 8, seconds * 2))
+            task = asyncio.create_task(_closed_loop(url, ours_symbols, 8, seconds * 2, True))
             await asyncio.sleep(seconds / 2)
             MlflowClient(demo.tracking_uri).set_registered_model_alias(
                 demo.model_name, "champion", "2"

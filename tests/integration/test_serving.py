@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kubetrade.cli import main
@@ -32,9 +33,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def post(url: str, body: Any, raw: bool = False) -> tuple[int, Any]:
+def post(url: str, body: Any, raw: bool = False,
+         content_type: str = "application/json") -> tuple[int, Any]:  # fmt: skip
     data = body if raw else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -50,20 +52,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     return d
 
 
-@pytest.fixture(scope="module")
-def server(demo: Demo) -> Any:
+def _start_server(demo: Demo, *sets: str, log_name: str = "server.log") -> Any:
+    """``kubetrade serve`` over the demo's registry and Feast repo; waits until ready."""
     port = _free_port()
-    log = demo.root / "predictions.jsonl"
     args = [sys.executable, "-m", "kubetrade", "serve", "--set", f"tracking_uri={demo.tracking_uri}",
             "--set", f"feast_repo={demo.feast_repo}", "--set", f"port={port}",
-            "--set", "refresh_seconds=0.5", "--set", "ab.challenger_weight=0.5",
-            "--set", f"predictions_log={log}", "--set", "max_feature_age_days=null"]  # fmt: skip
-    errors = (demo.root / "server.log").open("w")
-    proc = subprocess.Popen(args, stdout=errors, stderr=subprocess.STDOUT)
+            *(arg for item in sets for arg in ("--set", item))]  # fmt: skip
+    log = demo.root / log_name
+    proc = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, (demo.root / "server.log").read_text()[-3000:]
+        assert proc.poll() is None, log.read_text()[-3000:]
         try:
             with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as r:
                 if r.status == 200:
@@ -73,9 +73,17 @@ def server(demo: Demo) -> Any:
     else:
         proc.kill()
         pytest.fail("server did not become ready in 120 s")
-    yield {"base": base, "url": f"{base}/v1/models/kubetrade:predict", "log": log, "proc": proc}
-    proc.terminate()
-    proc.wait(timeout=30)
+    return {"base": base, "url": f"{base}/v1/models/kubetrade:predict", "proc": proc}
+
+
+@pytest.fixture(scope="module")
+def server(demo: Demo) -> Any:
+    log = demo.root / "predictions.jsonl"
+    info = _start_server(demo, "refresh_seconds=0.5", "ab.challenger_weight=0.5",
+                         f"predictions_log={log}", "max_feature_age_days=null")  # fmt: skip
+    yield {**info, "log": log}
+    info["proc"].terminate()
+    info["proc"].wait(timeout=30)
 
 
 def _last_test_window(demo: Demo, symbol: str) -> tuple[np.ndarray, Any]:
@@ -182,6 +190,113 @@ def test_bad_input_is_a_400_naming_it_and_server_keeps_serving(
     assert code == 200 and answer["predictions"][0]["model_version"] in ("1", "2")
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_non_json_content_type_is_a_415_naming_it(server: Any, content_type: str) -> None:
+    body = {"instances": [{"symbol": "SYN000"}]}
+    for url in (server["url"], f"{server['base']}/v2/models/kubetrade/infer"):
+        code, answer = post(url, body, content_type=content_type)
+        assert code == 415, answer
+        assert repr(content_type) in answer["error"] and "application/json" in answer["error"]
+    code, answer = post(server["url"], body, content_type="application/json; charset=utf-8")
+    assert code == 200, answer
+
+
+def test_by_symbol_windows_equal_the_feast_online_read_and_the_cache(demo: Demo) -> None:
+    """The online row read through the online store equals FeatureStore.get_online_features,
+    and a window from the per-symbol cache equals a freshly assembled one."""
+    from kubetrade.serving.config import ServingConfig
+    from kubetrade.serving.predictor import Predictor
+
+    predictor = Predictor(ServingConfig(tracking_uri=demo.tracking_uri,
+                                        feast_repo=str(demo.feast_repo)))  # fmt: skip
+    windows = predictor.windows
+    assert windows is not None
+    refs = [f"{v}:{c}" for v, cols in windows.builder.groups.items() for c in cols]
+    symbols = [*windows.symbols, "NOPE"]
+    feast = windows.builder.store.get_online_features(
+        features=refs, entity_rows=[{"symbol": s} for s in symbols]
+    ).to_dict()
+    rows = windows.online(symbols)
+    for i, (stamp, values) in enumerate(rows[:-1]):
+        assert stamp == pd.Timestamp(demo.bundle.test.timestamps.max()).tz_localize("UTC")
+        assert values == {name: feast[name][i] for name in windows.feature_names}
+    assert pd.isna(rows[-1][0])  # not in the store
+    for as_of in (None, str(demo.bundle.test.timestamps[5])[:10]):
+        first, bar = predictor.window_for("SYN000", as_of)
+        assert predictor._windows_cache  # filled
+        again, bar_again = predictor.window_for("SYN000", as_of)
+        predictor._windows_cache.clear()
+        fresh, bar_fresh = predictor.window_for("SYN000", as_of)
+        assert again is first and bar == bar_again == bar_fresh
+        np.testing.assert_array_equal(first, fresh)
+
+
+def test_micro_batched_answers_equal_unbatched_ones(demo: Demo, server: Any) -> None:
+    """Concurrent requests run as one ONNX batch give exactly the answers each gets alone."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubetrade.serving.batching import MicroBatcher
+    from kubetrade.serving.config import ServingConfig
+    from kubetrade.serving.predictor import Predictor
+
+    predictor = Predictor(ServingConfig(tracking_uri=demo.tracking_uri,
+                                        feast_repo=str(demo.feast_repo)))  # fmt: skip
+    scaler = demo.bundle.scaler
+    raw = demo.bundle.test.X[:40] * np.asarray(scaler.scale) + np.asarray(scaler.center)
+    requests = [[{"window": w.tolist(), "variant": "champion"}] for w in raw]
+    requests += [[{"symbol": "SYN000"}, {"symbol": "SYN001", "as_of": "2001-06-01"}]]
+    alone = [[a.as_dict() for a in predictor.predict(r)] for r in requests]
+    batcher = MicroBatcher(max_rows=16)
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(predictor.predict_batched(r, batcher) for r in requests))
+
+    batched = asyncio.run(together())
+    assert [[a.as_dict() for a in answers] for answers in batched] == alone
+    # 40 one-row requests in runs of at most 16 (3 runs), the two-instance request's own turn
+    assert batcher.rows == 42 and batcher.runs <= 4
+    # through HTTP, concurrently: the server's answers equal the unbatched ones exactly
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: post(server["url"], {"instances": r}), requests[:40]))
+    for (code, body), expected in zip(answers, alone, strict=False):
+        assert code == 200 and body["predictions"] == expected
+
+
+def test_micro_batcher_hands_a_failed_run_to_every_waiting_request() -> None:
+    import asyncio
+
+    from kubetrade.serving.batching import MicroBatcher
+
+    class Broken:
+        def run(self, x: np.ndarray) -> Any:
+            raise RuntimeError(f"cannot run {len(x)} rows")
+
+    batcher = MicroBatcher(max_rows=4)
+
+    async def many() -> list[Any]:
+        rows = [np.zeros((1, 2, 3), np.float32)] * 6
+        return await asyncio.gather(*(batcher.run(Broken(), r) for r in rows),
+                                    return_exceptions=True)  # fmt: skip
+
+    errors = asyncio.run(many())
+    # each Broken() is its own model: six runs of one row, each failure to its own request
+    assert [str(e) for e in errors] == ["cannot run 1 rows"] * 6
+    shared = Broken()
+
+    async def together() -> list[Any]:
+        rows = [np.zeros((1, 2, 3), np.float32)] * 6
+        return await asyncio.gather(*(batcher.run(shared, r) for r in rows),
+                                    return_exceptions=True)  # fmt: skip
+
+    # one model: runs of at most 4 rows, every waiting request gets its run's error
+    assert [str(e) for e in asyncio.run(together())] == ["cannot run 4 rows"] * 4 + [
+        "cannot run 2 rows"
+    ] * 2
+    with pytest.raises(ValueError, match="max_rows"):
+        MicroBatcher(0)
+
+
 def test_stale_online_features_are_refused(demo: Demo) -> None:
     from kubetrade.serving.config import ServingConfig
     from kubetrade.serving.predictor import BadRequest, Predictor
@@ -194,6 +309,21 @@ def test_stale_online_features_are_refused(demo: Demo) -> None:
     # against the store's newest bar the same data is fresh
     fresh = Predictor(cfg.model_copy(update={"staleness_clock": "store"}))
     assert fresh.predict([{"symbol": "SYN000"}])[0].model_version == "1"
+    # and through HTTP: a 400 naming the symbol and the age; the server keeps serving
+    strict = _start_server(demo, "max_feature_age_days=5", "staleness_clock=wall",
+                           log_name="strict-server.log")  # fmt: skip
+    try:
+        code, answer = post(strict["url"], {"instances": [{"symbol": "SYN001"}]})
+        assert code == 400 and "stale features for 'SYN001'" in answer["error"], answer
+        window, _ = _last_test_window(demo, "SYN001")
+        raw = window[0] * np.asarray(demo.bundle.scaler.scale) + np.asarray(
+            demo.bundle.scaler.center
+        )
+        code, answer = post(strict["url"], {"instances": [{"window": raw.tolist()}]})
+        assert code == 200 and answer["predictions"][0]["model_version"] == "1", answer
+    finally:
+        strict["proc"].terminate()
+        strict["proc"].wait(timeout=30)
 
 
 def test_alias_move_is_served_without_restart(demo: Demo, server: Any) -> None:

@@ -45,9 +45,17 @@ class ServingConfig(StrictModel):
     )
     refresh_seconds: float = Field(5.0, gt=0, description="alias poll interval")
     max_batch: int = Field(256, ge=1, description="most instances in one request")
+    micro_batch: int = Field(
+        32, ge=1, description="most rows in one model run gathered across concurrent requests "
+        "(1: each request runs alone); a lone request is never delayed",
+    )  # fmt: skip
     predictions_log: str | None = Field(
         None, description="JSON-lines log of every answer (monitoring's input); None: off"
     )
+    access_log: bool = Field(
+        False, description="uvicorn's access log and KServe's per-request timing lines "
+        "(off by default: two log lines per request on the hot path)",
+    )  # fmt: skip
     ab: ABConfig = Field(default_factory=ABConfig)
 
     @model_validator(mode="after")

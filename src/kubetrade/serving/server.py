@@ -12,20 +12,23 @@ predictor of an ``InferenceService`` (bound to 0.0.0.0 in the pod).
 * ``GET /v2/health/live``, ``/v2/health/ready``, ``/v1/models/<name>`` and ``/metrics``
   (Prometheus) are KServe's own.
 
-Bad input raises ``kserve.errors.InvalidInput``: a 400 with ``{"error": "..."}``.
+Bad input raises ``kserve.errors.InvalidInput``: a 400 with ``{"error": "..."}``; a body
+that is not declared JSON (Content-Type) is a 415 with the same shape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import numpy as np
 
+from kubetrade.serving.batching import MicroBatcher
 from kubetrade.serving.config import ServingConfig
 from kubetrade.serving.predictor import BadRequest, Predictor
 
-__all__ = ["build_model", "serve"]
+__all__ = ["JsonContentTypeMiddleware", "build_model", "serve"]
 
 
 def _kserve_model_class() -> type:
@@ -37,6 +40,7 @@ def _kserve_model_class() -> type:
         def __init__(self, name: str, predictor: Predictor) -> None:
             super().__init__(name)
             self.predictor = predictor
+            self.batcher = MicroBatcher(predictor.config.micro_batch)
             self.ready = True
 
         def load(self) -> bool:
@@ -47,18 +51,18 @@ def _kserve_model_class() -> type:
                           response_headers: Any = None) -> Any:  # fmt: skip
             try:
                 if isinstance(payload, InferRequest):
-                    return self._v2(payload)
-                return self._v1(payload)
+                    return await self._v2(payload)
+                return await self._v1(payload)
             except BadRequest as exc:
                 raise InvalidInput(str(exc)) from exc
 
-        def _v1(self, payload: Any) -> dict[str, Any]:
+        async def _v1(self, payload: Any) -> dict[str, Any]:
             if not isinstance(payload, dict) or "instances" not in payload:
                 raise BadRequest("expected a JSON object with 'instances' (a list)")
-            answers = self.predictor.predict(payload["instances"])
+            answers = await self.predictor.predict_batched(payload["instances"], self.batcher)
             return {"predictions": [a.as_dict() for a in answers]}
 
-        def _v2(self, request: InferRequest) -> InferResponse:
+        async def _v2(self, request: InferRequest) -> InferResponse:
             inputs = {i.name: i for i in request.inputs}
             unknown = set(inputs) - {"symbol", "as_of", "window"}
             if unknown:
@@ -81,7 +85,7 @@ def _kserve_model_class() -> type:
                              for s, a in zip(symbols, as_of or symbols, strict=True)]  # fmt: skip
             else:
                 raise BadRequest("the request needs an input 'symbol' or 'window'")
-            answers = self.predictor.predict(instances)
+            answers = await self.predictor.predict_batched(instances, self.batcher)
             n = len(answers)
             outputs = [
                 InferOutput("probabilities", [n, 3], "FP32",
@@ -102,37 +106,101 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+JSON_TYPES = ("application/json", "application/cloudevents+json", "application/ld+json")
+
+
+class JsonContentTypeMiddleware:
+    """ASGI middleware: a ``:predict``/``infer`` POST whose Content-Type is not JSON gets a
+    415 with ``{"error": ...}`` naming the type (KServe would hand the raw bytes to the model).
+    A missing Content-Type is read as JSON, a JSON one with parameters (``; charset=utf-8``)
+    is passed on as plain ``application/json``; Open Inference Protocol binary requests
+    (``inference-header-content-length``) pass."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and (scope["path"].endswith(":predict") or scope["path"].endswith("/infer"))
+        ):
+            headers = dict(scope["headers"])
+            ctype = headers.get(b"content-type", b"").decode("latin-1")
+            media = ctype.split(";", 1)[0].strip().lower()
+            if (
+                media
+                and media not in JSON_TYPES
+                and (b"inference-header-content-length" not in headers)
+            ):
+                body = json.dumps({"error": f"Content-Type {ctype!r} is not JSON; send "
+                                   "Content-Type: application/json"}).encode()  # fmt: skip
+                await send({"type": "http.response.start", "status": 415, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+                return
+            if media in JSON_TYPES and media != ctype:
+                # KServe compares the whole header: "application/json; charset=utf-8" would
+                # reach the model as raw bytes
+                rest = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                scope = {**scope, "headers": [*rest, (b"content-type", media.encode())]}
+        await self.app(scope, receive, send)
+
+
 def build_model(config: ServingConfig, predictor: Predictor | None = None) -> Any:
     """The ``kserve.Model`` for ``config`` (loads and verifies the served versions)."""
     return _kserve_model_class()(config.server_name, predictor or Predictor(config))
 
 
-def serve(config: ServingConfig) -> None:
-    """Run KServe's ModelServer on ``config.host:config.port`` until SIGINT/SIGTERM."""
+def serve(config: ServingConfig, model: Any = None) -> None:
+    """Run KServe's ModelServer on ``config.host:config.port`` until SIGINT/SIGTERM.
+
+    ``model``: a ready ``kserve.Model`` to serve instead of :func:`build_model`'s (the serving
+    benchmark's constant-answer floor runs through the same server setup)."""
+    import logging
+
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
     from kserve.protocol.rest.server import RESTServer
 
-    model = build_model(config)  # fails here, before any port is bound
+    model = model or build_model(config)  # fails here, before any port is bound
+    predictor = getattr(model, "predictor", None)
+
+    class QuietRESTServer(RESTServer):  # type: ignore[misc]
+        """KServe's REST server with the JSON content-type check; its per-request timing
+        middleware (one log line per request) only when ``access_log`` is on."""
+
+        def _add_middlewares(self, app: Any) -> None:
+            if config.access_log:
+                super()._add_middlewares(app)
+            app.add_middleware(JsonContentTypeMiddleware)
 
     class BoundModelServer(ModelServer):  # type: ignore[misc]
         """KServe hard-codes host 0.0.0.0; bind the configured address instead."""
 
         def start(self, models: list[Any]) -> None:
             self._register_and_check_atleast_one_model_is_ready(models)
-            self._rest_server = RESTServer(
+            self._rest_server = QuietRESTServer(
                 FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
                 self.http_port, access_log_format=self.access_log_format, workers=1,
                 grace_period=self.grace_period, event_loop=self.event_loop,
                 timeout_keep_alive=self.timeout_keep_alive,
             )  # fmt: skip
             self._rest_server.config.host = config.host
+            if not config.access_log:
+                # uvicorn logs a request only when "uvicorn.access" has handlers
+                access = logging.getLogger("uvicorn.access")
+                access.handlers, access.propagate = [], False
+                logging.getLogger("kserve.trace").setLevel(logging.WARNING)
             self.servers.append(self._rest_server.start())
             self.setup_event_loop()
             self.register_signal_handler()
             asyncio.run(self._serve())
 
-    model.predictor.start_refresh()
+    if predictor is not None:
+        predictor.start_refresh()
     try:
         BoundModelServer(http_port=config.port, enable_grpc=False, workers=1).start([model])
     finally:
-        model.predictor.stop()
+        if predictor is not None:
+            predictor.stop()
