@@ -37,6 +37,15 @@ def rl_configs(
     return env_cfg, align_split(run.rl.rl_training, bundle_periods(bundle_path))
 
 
+def _rl_inputs(
+    run: RunConfig, ohlcv_path: str | Path, features_path: str | Path, bundle_path: str | Path
+) -> tuple[pd.DataFrame, pd.DataFrame, TradingEnvConfig, RLTrainingConfig]:
+    """Prices, features and the two RL configs an RL step reads."""
+    prices = pd.read_parquet(ohlcv_path)
+    features = pd.read_parquet(features_path)
+    return (prices, features, *rl_configs(run, bundle_path, features))
+
+
 def rl_agent_step(
     run: RunConfig,
     agent_type: str,
@@ -48,9 +57,7 @@ def rl_agent_step(
     """Train one RL agent on the train period, score it on validation (never on test)."""
     from kubetrade.rl.pipeline import train_single_agent
 
-    prices = pd.read_parquet(ohlcv_path)
-    features = pd.read_parquet(features_path)
-    env_cfg, train_cfg = rl_configs(run, bundle_path, features)
+    prices, features, env_cfg, train_cfg = _rl_inputs(run, ohlcv_path, features_path, bundle_path)
     result = train_single_agent(agent_type, env_cfg, train_cfg, prices, features, out_dir)
     return {f"val_{k}": v for k, v in result.validation.items() if isinstance(v, int | float)}
 
@@ -67,9 +74,7 @@ def ensemble_step(
     """Combine the trained agents by validation-Sharpe weights; evaluate on the test period."""
     from kubetrade.rl.pipeline import build_ensemble, evaluate_ensemble
 
-    prices = pd.read_parquet(ohlcv_path)
-    features = pd.read_parquet(features_path)
-    env_cfg, train_cfg = rl_configs(run, bundle_path, features)
+    prices, features, env_cfg, train_cfg = _rl_inputs(run, ohlcv_path, features_path, bundle_path)
     paths: dict[str, str] = {}
     for d in agent_dirs:
         for sub in sorted(Path(d).iterdir()):
