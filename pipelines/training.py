@@ -241,7 +241,11 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             "export", mlflow=True,
         )  # fmt: skip
 
-        with dsl.ParallelFor(items=rl_agents, name="RL agents") as agent_type:
+        # No ParallelFor(name=...): with dsl.Collected a named loop fails at run time even on
+        # KFP 2.14-2.16 (kubeflow/pipelines#13239: the loop DAG's taskInfo.name becomes the
+        # name while consumers name the producer by its task key, for-loop-N; the SDK fix,
+        # PR #13707, is not in kfp 2.17.3). tests/contracts/test_fan_in.py checks it.
+        with dsl.ParallelFor(items=rl_agents) as agent_type:
             agent = step(
                 rl_agent_op(
                     run_config=run_config,
@@ -273,9 +277,7 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             "backtest",
         )
         # --- walk-forward folds (issue #16): one task per fold, then the aggregate
-        with dsl.ParallelFor(
-            items=resolve.outputs["Output"], name="Walk-forward folds"
-        ) as fold_index:
+        with dsl.ParallelFor(items=resolve.outputs["Output"]) as fold_index:  # no name: #13239
             fold = step(
                 fold_op(
                     run_config=run_config, fold=fold_index, ohlcv=ingest.outputs["ohlcv"],
