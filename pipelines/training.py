@@ -347,15 +347,17 @@ def retarget_platform_spec(doc: dict[str, Any], kfp_version: str) -> dict[str, A
 
     kfp-kubernetes 2.x writes each Secret/ConfigMap/PVC name twice: the plain field
     (``secretName``, ``configMapName``, ``constant``; deprecated but still read by every
-    driver up to 2.16) and ``*NameParameter`` (in the proto from 2.5.0). The KFP 2.2-2.4
-    drivers (Kubeflow 1.9 and 1.10's 2.4.1) parse the config strictly and fail the task on
-    an unknown field; ``optional`` on secretAsEnv is not even in the proto before 2.16 and
-    not honoured before 2.15. So for those backends the parameter forms go (only constant
-    names are allowed) and ``optional`` is dropped where it is not honoured.
+    driver up to 2.16) and ``*NameParameter`` (in the proto from 2.5.0); drivers parse the
+    config strictly and fail the task on an unknown field. ``optional`` on secretAsEnv is
+    neither in the proto nor honoured before 2.15, so it is dropped there (2.14.0, the
+    default target). The parameter forms go (only constant names allowed) for backends
+    before 2.5; ``kubetrade compile`` refuses those (no ``dsl.Collected`` before 2.14,
+    :func:`kubetrade.k8s.versions.check_kfp_version`), so only the contract tests'
+    negative control reaches that branch.
 
     Raises:
-        ConfigError: an unsupported version, or a name that is a runtime parameter (not a
-            constant) for a backend that cannot resolve it.
+        ConfigError: a name that is a runtime parameter (not a constant) for a backend that
+            cannot resolve it.
     """
     from kubetrade.errors import ConfigError
     from kubetrade.k8s.versions import kfp_features
