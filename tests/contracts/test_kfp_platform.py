@@ -24,6 +24,7 @@ from kubetrade.k8s.versions import (
     DEFAULT_KFP_VERSION,
     KFP_VERSIONS,
     MIN_KFP_VERSION,
+    RELEASES,
     check_kfp_version,
     kfp_features,
 )
@@ -50,6 +51,16 @@ def test_backends_without_collected_are_refused_with_the_reason(version: str) ->
         f"KFP {version} cannot run this pipeline: its driver has no dsl.Collected fan-in "
         "(kubeflow/pipelines#11725, from 2.14.0); use --kfp-version 2.14.0 or newer"
     )
+
+
+def test_every_release_ships_a_supported_kfp_or_is_refused_with_the_reason() -> None:
+    for release in RELEASES:
+        for version in release.kfp:
+            if version in KFP_VERSIONS:
+                continue
+            with pytest.raises(ConfigError, match=r"kubeflow/pipelines#11725"):
+                check_kfp_version(version)
+    assert "2.16.1" in RELEASES[-1].kfp  # the kind pin is a supported backend
 
 
 def test_compile_refuses_an_old_backend_and_unknown_versions(tmp_path: Path) -> None:

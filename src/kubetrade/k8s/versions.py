@@ -37,6 +37,7 @@ __all__ = [
 @dataclass(frozen=True)
 class KubeflowRelease:
     name: str
+    #: the KFP backend it ships; those older than MIN_KFP_VERSION are refused by compile
     kfp: tuple[str, ...]
     training_operator: str
     katib: str
