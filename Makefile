@@ -40,7 +40,7 @@ format: setup
 
 # KFP_VERSION: the target backend (docs/cluster.md); the default, the oldest supported,
 # compiles a package that runs on every supported backend.
-KFP_VERSION ?= 2.2.0
+KFP_VERSION ?= 2.14.0
 compile: setup  ## compile the pipeline (kubetrade_training{,_gpu}.yaml) and its retraining schedule (kubetrade_retrain_recurring.json)
 	$(KT) compile --kfp-version $(KFP_VERSION) --output pipelines/compiled/kubetrade_training.yaml
 	$(KT) compile --kfp-version $(KFP_VERSION) --backend local --gpu --output pipelines/compiled/kubetrade_training_gpu.yaml

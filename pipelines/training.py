@@ -241,7 +241,11 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             "export", mlflow=True,
         )  # fmt: skip
 
-        with dsl.ParallelFor(items=rl_agents, name="RL agents") as agent_type:
+        # No ParallelFor(name=...): with dsl.Collected a named loop fails at run time even on
+        # KFP 2.14-2.16 (kubeflow/pipelines#13239: the loop DAG's taskInfo.name becomes the
+        # name while consumers name the producer by its task key, for-loop-N; the SDK fix,
+        # PR #13707, is not in kfp 2.17.3). tests/contracts/test_fan_in.py checks it.
+        with dsl.ParallelFor(items=rl_agents) as agent_type:
             agent = step(
                 rl_agent_op(
                     run_config=run_config,
@@ -273,9 +277,7 @@ def build_pipeline(options: "PlatformOptions | None" = None) -> Any:
             "backtest",
         )
         # --- walk-forward folds (issue #16): one task per fold, then the aggregate
-        with dsl.ParallelFor(
-            items=resolve.outputs["Output"], name="Walk-forward folds"
-        ) as fold_index:
+        with dsl.ParallelFor(items=resolve.outputs["Output"]) as fold_index:  # no name: #13239
             fold = step(
                 fold_op(
                     run_config=run_config, fold=fold_index, ohlcv=ingest.outputs["ohlcv"],
@@ -345,15 +347,17 @@ def retarget_platform_spec(doc: dict[str, Any], kfp_version: str) -> dict[str, A
 
     kfp-kubernetes 2.x writes each Secret/ConfigMap/PVC name twice: the plain field
     (``secretName``, ``configMapName``, ``constant``; deprecated but still read by every
-    driver up to 2.16) and ``*NameParameter`` (in the proto from 2.5.0). The KFP 2.2-2.4
-    drivers (Kubeflow 1.9 and 1.10's 2.4.1) parse the config strictly and fail the task on
-    an unknown field; ``optional`` on secretAsEnv is not even in the proto before 2.16 and
-    not honoured before 2.15. So for those backends the parameter forms go (only constant
-    names are allowed) and ``optional`` is dropped where it is not honoured.
+    driver up to 2.16) and ``*NameParameter`` (in the proto from 2.5.0); drivers parse the
+    config strictly and fail the task on an unknown field. ``optional`` on secretAsEnv is
+    neither in the proto nor honoured before 2.15, so it is dropped there (2.14.0, the
+    default target). The parameter forms go (only constant names allowed) for backends
+    before 2.5; ``kubetrade compile`` refuses those (no ``dsl.Collected`` before 2.14,
+    :func:`kubetrade.k8s.versions.check_kfp_version`), so only the contract tests'
+    negative control reaches that branch.
 
     Raises:
-        ConfigError: an unsupported version, or a name that is a runtime parameter (not a
-            constant) for a backend that cannot resolve it.
+        ConfigError: a name that is a runtime parameter (not a constant) for a backend that
+            cannot resolve it.
     """
     from kubetrade.errors import ConfigError
     from kubetrade.k8s.versions import kfp_features

@@ -20,7 +20,7 @@ cd "${REPO_ROOT}"
 
 CLUSTER_NAME="${CLUSTER_NAME:-kubetrade}"
 KIND_CONFIG="${KIND_CONFIG:-manifests/kind/cluster.yaml}"
-KFP_VERSION="${KFP_VERSION:-2.16.1}"
+KFP_VERSION="${KFP_VERSION:-2.16.1}" # >= 2.14.0: dsl.Collected (kubetrade compile --kfp-version)
 TRAINING_OPERATOR_VERSION="${TRAINING_OPERATOR_VERSION:-v1.9.0}"
 KATIB_VERSION="${KATIB_VERSION:-v0.19.0}"
 IMAGE_TAG="${IMAGE_TAG:-0.1.0}"
@@ -82,6 +82,14 @@ log "1/9 preflight"
 require docker kind kubectl make curl
 docker info >/dev/null 2>&1 || die "the Docker engine is not running"
 [[ -x "${KUBETRADE}" ]] || die "${KUBETRADE} not found; run 'make setup' first"
+# the pipeline needs KFP >= 2.14.0 (dsl.Collected); say so now, not after the installs
+"${VENV}/bin/python" -c 'import sys
+from kubetrade.errors import ConfigError
+from kubetrade.k8s.versions import check_kfp_version
+try:
+    check_kfp_version(sys.argv[1])
+except ConfigError as exc:
+    sys.exit(f"ERROR: KFP_VERSION={sys.argv[1]}: {exc}")' "${KFP_VERSION}"
 
 # --------------------------------------------------------------------------- 2 cluster
 if kind get clusters 2>/dev/null | grep -qx "${CLUSTER_NAME}"; then

@@ -36,7 +36,9 @@ KATIB_SWAGGER = {
     "v0.18.0": "katib-swagger-v0.18.0.json",
     "v0.19.0": "katib-swagger-v0.19.0.json",
 }
-KFP_PROTOS = {v: f"k8s_exec-{v}.proto" for v in ("2.2.0", "2.3.0", "2.4.1", "2.5.0", "2.16.1")}
+#: the supported backends (kubetrade.k8s.versions.KFP_VERSIONS) + 2.2.0, an old strict driver
+#: for the negative control (kfp-kubernetes' raw output fails it, the retargeted one passes)
+KFP_PROTOS = {v: f"k8s_exec-{v}.proto" for v in ("2.2.0", "2.14.0", "2.15.0", "2.16.1")}
 
 
 # ---------------------------------------------------------------- strict JSON schemas

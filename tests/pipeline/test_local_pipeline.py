@@ -191,10 +191,10 @@ def test_compile_writes_a_loadable_pipeline(tmp_path):
     assert "tune-op" in tasks["train-op"]["dependentTasks"]
     assert tasks["features-op"]["dependentTasks"] == ["ingest-op", "resolve-op", "validate-op"]
     loops = {t["taskInfo"]["name"]: t for t in tasks.values() if "parameterIterator" in t}
-    assert set(loops) == {"RL agents", "Walk-forward folds"}  # two ParallelFors
-    agents = loops["RL agents"]["parameterIterator"]["items"]["inputParameter"]
+    assert set(loops) == {"for-loop-1", "for-loop-2"}  # two ParallelFors, unnamed (#13239)
+    agents = loops["for-loop-1"]["parameterIterator"]["items"]["inputParameter"]
     assert agents == "pipelinechannel--rl_agents"  # the form's list (checked by resolve first)
-    folds = loops["Walk-forward folds"]
+    folds = loops["for-loop-2"]
     items = folds["parameterIterator"]["items"]["inputParameter"]
     source = folds["inputs"]["parameters"][items]["taskOutputParameter"]
     assert source == {"outputParameterKey": "Output", "producerTask": "resolve-op"}

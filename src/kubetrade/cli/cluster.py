@@ -33,10 +33,10 @@ def compile_(
         str,
         typer.Option(
             help="target KFP backend: emit only the kubernetes fields it understands "
-            "(2.2.0/2.3.0 = Kubeflow 1.9, 2.4.1/2.5.0 = Kubeflow 1.10, 2.16.1 = kind); the "
-            "default, the oldest, runs on all of them"
+            "(2.14.0, 2.15.0 or 2.16.1 = kind; older backends cannot resolve the pipeline's "
+            "dsl.Collected fan-in); the default, the oldest, runs on all of them"
         ),
-    ] = "2.2.0",
+    ] = "2.14.0",
     profile: Annotated[
         str | None,
         typer.Option(

@@ -1,10 +1,14 @@
 """The supported-versions matrix of the cluster path, in one place.
 
 Each Kubeflow release ships one KFP backend (two patch lines), one Training Operator and one
-Katib. ``kubetrade compile --kfp-version`` and ``kubetrade tune --katib-version`` take a
-version from here and emit only what that version understands; docs/cluster.md prints the
-same table, and tests/contracts check every emitted object against the upstream
-definitions of each listed version (tests/contracts/upstream/).
+Katib (``RELEASES``). ``kubetrade tune --katib-version`` takes a Katib from there. The KFP
+backend is chosen separately: the pipeline fans in two ``dsl.ParallelFor`` loops with
+``dsl.Collected``, which a KFP driver resolves only from 2.14.0 (kubeflow/pipelines#11725),
+so ``kubetrade compile --kfp-version`` takes a version from ``KFP_VERSIONS`` (2.14.0 or newer,
+each with its executor-config proto in tests/contracts/upstream/) and emits only what that
+version understands; the KFP lines of Kubeflow 1.9/1.10 are refused with the reason.
+docs/cluster.md prints the same table, and tests/contracts check every emitted object against
+the upstream definitions of each listed version.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from kubetrade.errors import ConfigError
 __all__ = [
     "KubeflowRelease",
     "RELEASES",
+    "MIN_KFP_VERSION",
     "KFP_VERSIONS",
     "KATIB_VERSIONS",
     "TRAINING_OPERATOR_VERSIONS",
@@ -32,6 +37,7 @@ __all__ = [
 @dataclass(frozen=True)
 class KubeflowRelease:
     name: str
+    #: the KFP backend it ships; those older than MIN_KFP_VERSION are refused by compile
     kfp: tuple[str, ...]
     training_operator: str
     katib: str
@@ -43,12 +49,18 @@ RELEASES: tuple[KubeflowRelease, ...] = (
     KubeflowRelease("kind (make kind-e2e)", ("2.16.1",), "v1.9.0", "v0.19.0"),
 )
 
-KFP_VERSIONS: tuple[str, ...] = tuple(v for r in RELEASES for v in r.kfp)
+#: The first KFP backend whose driver resolves ``dsl.Collected`` (kubeflow/pipelines#11725;
+#: 2.5.0's driver skips ParallelFor DAG outputs) and looks producers up by task key, not by
+#: display name (kubeflow/pipelines#11173, fixed by #11938/#12061).
+MIN_KFP_VERSION = "2.14.0"
+#: What ``compile --kfp-version`` accepts: backends >= MIN_KFP_VERSION whose executor-config
+#: proto the contract tests hold (tests/contracts/upstream/k8s_exec-<version>.proto).
+KFP_VERSIONS: tuple[str, ...] = ("2.14.0", "2.15.0", "2.16.1")
 KATIB_VERSIONS: tuple[str, ...] = tuple(dict.fromkeys(r.katib for r in RELEASES))
 TRAINING_OPERATOR_VERSIONS: tuple[str, ...] = tuple(
     dict.fromkeys(r.training_operator for r in RELEASES)
 )
-#: The oldest backend: what compiles for it runs on every listed backend.
+#: The oldest supported backend: what compiles for it runs on every listed backend.
 DEFAULT_KFP_VERSION = KFP_VERSIONS[0]
 #: Katib v0.18 (Kubeflow 1.10) and v0.19 accept the same Experiments; v0.17 lacks
 #: ``feasibleSpace.distribution``.
@@ -59,6 +71,13 @@ def _key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.lstrip("v").split("."))
 
 
+def _key_or_none(version: str) -> tuple[int, ...] | None:
+    try:
+        return _key(version)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class KfpFeatures:
     """What a KFP backend's driver understands in the kubernetes executor config."""
@@ -66,13 +85,21 @@ class KfpFeatures:
     version: str
     #: ``secretNameParameter`` / ``configMapNameParameter`` / ``pvcNameParameter`` (2.5+)
     name_parameters: bool
-    #: ``optional`` on secretAsEnv/configMapAsEnv is *honoured* by the driver (2.15+; the
-    #: field is in the proto since 2.2.0 but older drivers leave the reference required)
+    #: ``optional`` on secretAsEnv/configMapAsEnv is in the proto and honoured by the driver
+    #: (2.15+; before, only the *AsVolume messages have it)
     optional_honoured: bool
 
 
 def check_kfp_version(version: str) -> str:
-    """``version`` if it is a supported KFP backend, else a ConfigError listing them."""
+    """``version`` if it is a supported KFP backend, else a one-line ConfigError: the reason
+    for a backend older than :data:`MIN_KFP_VERSION`, the supported list otherwise."""
+    key = _key_or_none(version)
+    if key is not None and key < _key(MIN_KFP_VERSION):
+        raise ConfigError(
+            f"KFP {version} cannot run this pipeline: its driver has no dsl.Collected fan-in "
+            f"(kubeflow/pipelines#11725, from {MIN_KFP_VERSION}); use --kfp-version "
+            f"{MIN_KFP_VERSION} or newer"
+        )
     if version not in KFP_VERSIONS:
         raise ConfigError(
             f"KFP backend {version!r} is not supported; use one of {', '.join(KFP_VERSIONS)} "
@@ -82,7 +109,9 @@ def check_kfp_version(version: str) -> str:
 
 
 def kfp_features(version: str) -> KfpFeatures:
-    key = _key(check_kfp_version(version))
+    """The executor-config features of any KFP ``version`` (supported or not: the contract
+    tests' negative controls ask about older backends; :func:`check_kfp_version` gates)."""
+    key = _key(version)
     return KfpFeatures(version, name_parameters=key >= (2, 5), optional_honoured=key >= (2, 15))
 
 

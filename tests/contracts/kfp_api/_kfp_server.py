@@ -35,8 +35,9 @@ import jsonschema
 import yaml
 
 UPSTREAM = Path(__file__).resolve().parent / "upstream"
-# API tag -> folder of its swagger files: 2.16.1 (the kind pin), 2.5.0 (Kubeflow 1.10)
-TAGS = {"2.16.1": UPSTREAM, "2.5.0": UPSTREAM / "2.5.0"}
+# API tag -> folder of its swagger files: 2.16.1 (the kind pin), 2.14.0 (the oldest KFP
+# backend the pipeline runs on, kubetrade.k8s.versions.MIN_KFP_VERSION)
+TAGS = {"2.16.1": UPSTREAM, "2.14.0": UPSTREAM / "2.14.0"}
 SPEC_FILES = ("run", "pipeline", "pipeline.upload", "experiment", "recurring_run", "healthz")
 MAX_BODY = 32 * 1024 * 1024
 MAX_REQUESTS = 5000  # a client stuck in a loop gets 429s, not an endless test
@@ -76,11 +77,6 @@ def load_contract(tag: str = "2.16.1") -> list[Operation]:
     for name in SPEC_FILES:
         doc = json.loads((TAGS[tag] / f"{name}.swagger.json").read_text())
         definitions = _strict(doc.get("definitions", {}))
-        runtime = definitions.get("v2beta1RuntimeConfig", {}).get("properties", {})
-        if runtime.get("parameters", {}).get("additionalProperties") == {"type": "object"}:
-            # KFP <= 2.5's generator wrote google.protobuf.Value as "type: object"; the server's
-            # protojson takes any JSON value there (2.14+ files say so: additionalProperties {}).
-            runtime["parameters"]["additionalProperties"] = {}
         for template, methods in doc["paths"].items():
             pattern = re.sub(
                 r"\{(\w+)\}",

@@ -109,7 +109,7 @@ def test_stand_in_checks_runtime_parameters_against_the_spec():
 # ------------------------------------------------------------- submit drives the contract
 
 
-@pytest.mark.parametrize("tag", ["2.16.1", "2.5.0"])
+@pytest.mark.parametrize("tag", ["2.16.1", "2.14.0"])
 def test_upload_version_run_and_rerun_same_commit_is_no_duplicate(capsys, tag):
     with KfpApiServer(token=TOKEN, tag=tag) as api:
         args = ["--host", api.url, "--pipeline-name", "kubetrade-training", "--version-name",
@@ -136,7 +136,7 @@ def test_upload_version_run_and_rerun_same_commit_is_no_duplicate(capsys, tag):
         assert len(api.state.pipelines) == 1 and len(api.state.versions) == 2
 
 
-@pytest.mark.parametrize("tag", ["2.16.1", "2.5.0"])
+@pytest.mark.parametrize("tag", ["2.16.1", "2.14.0"])
 def test_recurring_run_is_created_kept_and_updated(capsys, tag):
     with KfpApiServer(tag=tag) as api:
         base = ["--host", api.url, "--pipeline-name", "kubetrade-training",
