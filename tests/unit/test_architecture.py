@@ -184,3 +184,22 @@ def test_the_documented_package_map_matches_the_tree():
                 f"{package or 'kubetrade'}/: missing {sorted(missing)}, gone {sorted(gone)}"
             )
     assert not problems, "docs/architecture.md package map: " + "; ".join(problems)
+
+
+# ---------------------------------------------------------------- the installed package list
+def test_every_package_is_in_pyprojects_package_list():
+    """The images install non-editable: a package missing from ``[tool.setuptools] packages``
+    is silently absent there (an editable install finds it anyway, so only this test sees it)."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    listed = set(
+        tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    )
+    tree = {
+        ".".join(p.parent.relative_to(PACKAGE_ROOT.parent).parts)
+        for p in PACKAGE_ROOT.rglob("__init__.py")
+    }
+    assert tree <= listed, (
+        f"add to pyproject.toml [tool.setuptools] packages: {sorted(tree - listed)}"
+    )
