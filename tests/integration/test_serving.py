@@ -201,6 +201,49 @@ def test_non_json_content_type_is_a_415_naming_it(server: Any, content_type: str
     assert code == 200, answer
 
 
+def _exchange(url: str, data: bytes) -> tuple[int, str, Any]:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers["content-type"], json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["content-type"], json.loads(e.read() or b"null")
+
+
+def test_predict_fast_path_answers_exactly_as_the_routed_path(demo: Demo, server: Any) -> None:
+    """The v1 fast path (on by default) skips FastAPI's routing, not KServe's handler: every
+    answer -- good, bad input, malformed JSON, unknown model, near-miss paths -- has the
+    status, content type and body of a server with ``predict_fast_path=false``."""
+    routed = _start_server(demo, "predict_fast_path=false", "max_feature_age_days=null",
+                           log_name="routed.log")  # fmt: skip
+    window = (demo.bundle.test.X[0] * np.asarray(demo.bundle.scaler.scale)
+              + np.asarray(demo.bundle.scaler.center)).tolist()  # fmt: skip
+    one = {"symbol": "SYN001", "variant": "champion"}
+    cases = [
+        ("/v1/models/kubetrade:predict", {"instances": [one, {"symbol": "SYN000",
+                                                              "variant": "champion"}]}),
+        ("/v1/models/kubetrade:predict", {"instances": [{"window": window,
+                                                         "variant": "champion"}]}),
+        ("/v1/models/kubetrade:predict", {"instances": [{"symbol": "NOPE"}]}),
+        ("/v1/models/kubetrade:predict", {"instances": [{"window": [[1.0] * 6] * 3}]}),
+        ("/v1/models/kubetrade:predict", b"{not json"),
+        ("/v1/models/nope:predict", {"instances": [one]}),
+        ("/v1/models/kubetrade:predict/", {"instances": [one]}),
+        ("/v1/models/kubetrade:explain", {"instances": [one]}),
+    ]  # fmt: skip
+    try:
+        for path, body in cases:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            fast = _exchange(server["base"] + path, data)
+            assert fast == _exchange(routed["base"] + path, data), path
+        assert fast[0] >= 400  # the near-miss paths are the router's errors on both
+        assert [c[0] for c in (_exchange(server["base"] + p, json.dumps(b).encode())
+                               for p, b in cases[:2])] == [200, 200]  # fmt: skip
+    finally:
+        routed["proc"].terminate()
+        routed["proc"].wait(timeout=30)
+
+
 def test_by_symbol_windows_equal_the_feast_online_read_and_the_cache(demo: Demo) -> None:
     """The online row read through the online store equals FeatureStore.get_online_features,
     and a window from the per-symbol cache equals a freshly assembled one."""

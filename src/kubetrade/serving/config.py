@@ -56,6 +56,15 @@ class ServingConfig(StrictModel):
         False, description="uvicorn's access log and KServe's per-request timing lines "
         "(off by default: two log lines per request on the hot path)",
     )  # fmt: skip
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="the server's event loop: uvloop when installed (auto), or the "
+        "standard library's asyncio loop",
+    )  # fmt: skip
+    predict_fast_path: bool = Field(
+        True, description="POST /v1/models/<name>:predict goes straight to KServe's own v1 "
+        "handler, skipping FastAPI's route matching and dependency solving (same handler, "
+        "same error handlers; ~0.13 ms of a ~0.9 ms round trip on the dev box)",
+    )  # fmt: skip
     ab: ABConfig = Field(default_factory=ABConfig)
 
     @model_validator(mode="after")

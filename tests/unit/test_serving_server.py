@@ -1,0 +1,120 @@
+"""The serving process's own ASGI/event-loop pieces, without a server: which requests the
+v1 fast path takes, how its errors map to the app's handlers, and the event-loop choice.
+(The end-to-end equality of fast-path and routed answers over HTTP is in
+tests/integration/test_serving.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from kubetrade.serving.config import ServingConfig
+from kubetrade.serving.server import PredictFastPath, loop_factory
+from kubetrade.serving.spec import ServingError
+
+
+class Endpoints:
+    """Stands in for KServe's V1Endpoints: records the model names it was asked for."""
+
+    def __init__(self, result: Any = None, error: Exception | None = None) -> None:
+        self.calls: list[str] = []
+        self.result, self.error = result, error
+
+    async def predict(self, model_name: str, request: Any) -> Any:
+        self.calls.append(model_name)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class App:
+    """The rest of the ASGI stack (router): records the paths it was handed."""
+
+    def __init__(self, handlers: dict[Any, Any] | None = None) -> None:
+        self.paths: list[str] = []
+        self.exception_handlers = handlers or {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.paths.append(scope["path"])
+
+
+def _call(mw: PredictFastPath, app: App, method: str, path: str,
+          root_path: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "method": method, "path": path, "root_path": root_path,
+             "headers": [], "query_string": b"", "app": app}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(mw(scope, receive, send))
+    return sent
+
+
+def test_fast_path_takes_only_post_v1_predict() -> None:
+    from starlette.responses import JSONResponse
+
+    app, endpoints = App(), Endpoints(result=JSONResponse({"predictions": []}))
+    mw = PredictFastPath(app, endpoints)
+    sent = _call(mw, app, "POST", "/v1/models/kubetrade:predict")
+    assert endpoints.calls == ["kubetrade"] and app.paths == []
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b'{"predictions":[]}'
+    assert _call(mw, app, "POST", "/api/v1/models/m-2:predict", root_path="/api")
+    assert endpoints.calls == ["kubetrade", "m-2"]
+    for method, path in [("GET", "/v1/models/kubetrade:predict"),  # 405 is the router's
+                         ("POST", "/v1/models/kubetrade:explain"),
+                         ("POST", "/v1/models/a/b:predict"),
+                         ("POST", "/v1/models/kubetrade:predict/"),
+                         ("POST", "/v2/models/kubetrade/infer")]:  # fmt: skip
+        _call(mw, app, method, path)
+    assert endpoints.calls == ["kubetrade", "m-2"]  # none of those took the fast path
+    assert len(app.paths) == 5
+
+
+def test_fast_path_errors_get_the_apps_specific_handler() -> None:
+    from kserve.errors import InvalidInput, ModelNotFound
+    from starlette.responses import JSONResponse
+
+    async def invalid(request: Any, exc: Exception) -> Any:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def not_found(request: Any, exc: Exception) -> Any:  # a sync handler is allowed too
+        return JSONResponse({"error": "no such model"}, status_code=404)
+
+    async def catch_all(request: Any, exc: Exception) -> Any:
+        raise AssertionError("the catch-all belongs to Starlette's server-error middleware")
+
+    handlers = {InvalidInput: invalid, ModelNotFound: not_found, Exception: catch_all}
+    app = App(handlers)
+    sent = _call(PredictFastPath(app, Endpoints(error=InvalidInput("window has NaN"))), app,
+                 "POST", "/v1/models/kubetrade:predict")  # fmt: skip
+    assert sent[0]["status"] == 400 and b"window has NaN" in sent[1]["body"]
+    sent = _call(PredictFastPath(app, Endpoints(error=ModelNotFound("x"))), app,
+                 "POST", "/v1/models/x:predict")  # fmt: skip
+    assert sent[0]["status"] == 404
+    with pytest.raises(RuntimeError, match="boom"):  # unhandled: goes on up the stack
+        _call(PredictFastPath(app, Endpoints(error=RuntimeError("boom"))), app,
+              "POST", "/v1/models/kubetrade:predict")  # fmt: skip
+
+
+def test_fast_path_is_on_by_default_and_can_be_turned_off() -> None:
+    assert ServingConfig().predict_fast_path is True
+    assert ServingConfig(predict_fast_path=False).predict_fast_path is False
+
+
+def test_loop_factory_picks_the_configured_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    uvloop = pytest.importorskip("uvloop")
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is asyncio.new_event_loop
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    assert loop_factory("auto") is asyncio.new_event_loop
+    with pytest.raises(ServingError, match="uvloop is not installed"):
+        loop_factory("uvloop")
