@@ -464,10 +464,10 @@ class Predictor:
 
         out = []
         for p, (probs, reg) in zip(pending, outputs, strict=True):
-            values = [float(v) for v in probs[0]]
+            values = probs[0].tolist()  # Python floats
             if not all(math.isfinite(v) for v in values):
                 raise ServingError(f"model v{p.model.version} returned non-finite probabilities")
-            signal = float(CLASS_POSITIONS[int(np.argmax(probs[0]))])
+            signal = float(CLASS_POSITIONS[values.index(max(values))])  # np.argmax's tie rule
             out.append(Prediction(values, float(reg[0]), signal, p.model.version,
                                   p.model.alias, p.symbol, p.bar))  # fmt: skip
         self._log(out)

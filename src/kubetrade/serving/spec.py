@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,16 @@ class ServingSpec:
     prediction_horizon: int
     label_threshold: float
 
+    @cached_property
+    def _center_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.center, dtype=np.float64), np.asarray(self.scale, dtype=np.float64)
+
     def transform(self, window: np.ndarray) -> np.ndarray:
         """Raw feature window(s) ``(..., L, F)`` -> the model's scaled float32 input."""
-        center = np.asarray(self.center, dtype=np.float64)
-        scale = np.asarray(self.scale, dtype=np.float64)
-        out = (np.asarray(window, dtype=np.float64) - center) / scale
-        return np.clip(out, -self.clip, self.clip).astype(np.float32)
+        center, scale = self._center_scale  # built once: this runs on every request
+        out = np.subtract(window, center, dtype=np.float64)
+        out /= scale
+        return np.clip(out, -self.clip, self.clip, out=out).astype(np.float32)
 
 
 def write_serving_spec(export_dir: str | Path, bundle: Any, training: Any) -> Path:
