@@ -32,14 +32,14 @@ class MicroBatcher:
         self.runs = 0  # model runs made (a batch of one counts too)
         self.rows = 0  # rows they covered
 
-    async def run(self, model: Any, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def run(self, model: Any, inputs: np.ndarray) -> tuple[Any, Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((model, inputs, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        result: tuple[np.ndarray, np.ndarray] = await future
+        result: tuple[Any, Any] = await future
         return result
 
     def _flush(self) -> None:

@@ -60,12 +60,19 @@ class LoadedModel:
     spec: ServingSpec
     sha256: str
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled windows (N, L, F) -> (probabilities (N, 3), predicted return (N,))."""
+    def run(self, x: np.ndarray) -> tuple[list[list[float]], list[float]]:
+        """Scaled windows (N, L, F) -> (N rows of 3 class probabilities, N predicted returns),
+        as Python floats: the softmax of 3 logits in Python costs a fifth of six numpy calls
+        at N = 1, the common case."""
         logits, reg = self.session.run(["classification", "regression"], {"input": x})
-        logits = np.asarray(logits, dtype=np.float64)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True), np.asarray(reg, dtype=np.float64)
+        return [_softmax(row) for row in logits.tolist()], np.ravel(reg).tolist()
+
+
+def _softmax(logits: list[float]) -> list[float]:
+    top = max(logits)
+    z = [math.exp(v - top) for v in logits]
+    total = sum(z)
+    return [v / total for v in z]
 
 
 def _download_export(uri: str, run_id: str, dst: Path) -> Path:
@@ -458,13 +465,14 @@ class Predictor:
         return out
 
     def finish(self, pending: Sequence[Pending],
-               outputs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:  # fmt: skip
+               outputs: Sequence[tuple[Sequence[Sequence[float]], Sequence[float]]],
+               ) -> list[Prediction]:  # fmt: skip
         """Answers from each pending instance's (probabilities, return) rows; logged."""
         from kubetrade.models import CLASS_POSITIONS
 
         out = []
         for p, (probs, reg) in zip(pending, outputs, strict=True):
-            values = probs[0].tolist()  # Python floats
+            values = list(probs[0])
             if not all(math.isfinite(v) for v in values):
                 raise ServingError(f"model v{p.model.version} returned non-finite probabilities")
             signal = float(CLASS_POSITIONS[values.index(max(values))])  # np.argmax's tie rule
