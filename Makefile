@@ -49,6 +49,9 @@ compile: setup  ## compile the pipeline (kubetrade_training{,_gpu}.yaml) and its
 bench: setup  ## benchmarks against peer libraries; results in bench/results/
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[bench]"
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps finrl==0.3.7  # its env module only; its extras are heavy
+	@# wrk (Debian package): the serving benchmark's C load generator; skipped when absent
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get install -y -qq wrk >/dev/null; } || echo "wrk not installed: its serving pass is skipped"
 	$(PY) bench/run_all.py
 
 clean:  ## remove run outputs (keeps .venv)

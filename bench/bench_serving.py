@@ -1,9 +1,14 @@
 """Serving benchmark: ``kubetrade serve`` (KServe ModelServer) beside ``mlflow models serve`` of
-the same registered model, on 127.0.0.1, with a bounded async load (aiohttp).
+the same registered model, on 127.0.0.1, with a bounded load from two clients: aiohttp (async
+Python) and, when it is on PATH, wrk (C; bench/wrk_post.lua), which costs the shared cores far
+less per request.
 
 * closed loop at 1, 8 and 32 concurrent clients for ``--seconds`` each: p50/p99 latency,
   throughput, failures; the same windows sent to both servers (ours: v1 ``{"window": ...}``,
   MLflow: ``/invocations`` ``{"inputs": ...}``); ours also by symbol (Feast online store);
+  once with each client;
+* 1 client, ours vs the peer in ``--rounds`` alternating rounds of ``--round-seconds`` per
+  side (order flipped each round), per client: the ratio with the VM's drift evened out;
 * open loop at ``--rate`` requests/s (default 100) for ``--seconds``: p99 at that rate;
 * champion swap under load: alias ``champion`` moved to another version while 8 clients send
   requests; failures and the versions seen;
@@ -21,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -115,7 +121,7 @@ async def _closed_loop(url: str, bodies: list[Any], clients: int, seconds: float
         await asyncio.gather(*(worker(i, session) for i in range(clients)))
         elapsed = time.perf_counter() - start
     lat = np.asarray(latencies) * 1000
-    out = {"clients": clients, "requests": len(lat), "failures": failures,
+    out: dict[str, Any] = {"clients": clients, "requests": len(lat), "failures": failures,
            "throughput_rps": round(len(lat) / elapsed, 1),
            "p50_ms": round(float(np.percentile(lat, 50)), 2),
            "p99_ms": round(float(np.percentile(lat, 99)), 2)}  # fmt: skip
@@ -152,6 +158,52 @@ async def _open_loop(url: str, bodies: list[Any], rate: float, seconds: float) -
             "p99_ms": round(float(np.percentile(lat, 99)), 2)}  # fmt: skip
 
 
+def _wrk(url: str, bodies: list[Any], clients: int, seconds: float) -> dict[str, Any]:
+    """The same closed loop driven by wrk (C, one thread, ``clients`` keep-alive connections,
+    bench/wrk_post.lua rotating the same bodies): a client that costs the shared 2 cores
+    ~10x less per request than aiohttp, so the numbers are closer to the servers' own."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as f:
+        f.write(b"\n".join(_encoded(bodies)) + b"\n")
+    try:
+        proc = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s",
+                               "--timeout", "30s", "-s", str(HERE / "wrk_post.lua"), url,
+                               "--", f.name], capture_output=True, text=True, timeout=seconds + 60)  # fmt: skip
+    finally:
+        os.unlink(f.name)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WRK_RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")
+    r = json.loads(line.removeprefix("WRK_RESULT "))
+    failures = sum(r[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return {"clients": clients, "requests": r["requests"], "failures": failures,
+            "throughput_rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+            "p50_ms": round(r["p50_us"] / 1000, 2), "p99_ms": round(r["p99_us"] / 1000, 2)}  # fmt: skip
+
+
+def _one_client_rounds(ours: tuple[str, list[Any]], peer: tuple[str, list[Any]], rounds: int,
+                       seconds: float, clients: list[str]) -> dict[str, Any]:  # fmt: skip
+    """1-client throughput of ours and the peer in alternating short rounds (the order flips
+    every round), so that the VM's drift -- its speed moved ~40 % within an hour on the dev
+    box -- hits both sides alike: per-round ratios and their median, for each client."""
+    out: dict[str, Any] = {}
+    for client in clients:
+        per_round = []
+        for r in range(rounds):
+            pair = [("ours", ours), ("peer", peer)]
+            got: dict[str, float] = {}
+            for side, (url, bodies) in pair if r % 2 == 0 else pair[::-1]:
+                m = (_wrk(url, bodies, 1, seconds) if client == "wrk"
+                     else asyncio.run(_closed_loop(url, bodies, 1, seconds)))  # fmt: skip
+                got[side] = m["throughput_rps"]
+            per_round.append({**got, "ratio": round(got["ours"] / got["peer"], 2)})
+        ratios = sorted(x["ratio"] for x in per_round)
+        out[client] = {"rounds": per_round, "median_ratio": float(np.median(ratios)),
+                       "min_ratio": ratios[0], "max_ratio": ratios[-1]}  # fmt: skip
+        print(f"1 client, {client}: ratios {ratios}, median {out[client]['median_ratio']}",
+              flush=True)  # fmt: skip
+    return out
+
+
 def _constant_server(port: int) -> None:
     """The floor: the same KServe server setup (kubetrade.serving.server.serve) with a model
     that answers every request with one constant prediction, no parsing, no inference."""
@@ -177,10 +229,24 @@ def _constant_server(port: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (<= 60)")
-    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="open-loop requests/s")
     parser.add_argument("--no-peer", action="store_true", help="skip mlflow models serve")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=7,
+        help="alternating 1-client rounds, ours vs the peer (0: skip)",
+    )
+    parser.add_argument("--round-seconds", type=float, default=2.0, help="per side per round")
+    parser.add_argument(
+        "--no-wrk",
+        action="store_true",
+        help="skip the second closed-loop pass with wrk (run when wrk is on PATH)",
+    )
     parser.add_argument("--constant-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.constant_server:
@@ -257,6 +323,28 @@ def main() -> int:
             )
             print(json.dumps({k: v[-1] for k, v in closed.items() if v}), flush=True)
         results["closed_loop"] = closed
+        if not args.no_wrk and shutil.which("wrk"):
+            by_wrk: dict[str, list[Any]] = {k: [] for k in closed}
+            targets = {"kubetrade_window": (url, ours_windows),
+                       "kubetrade_symbol": (url, ours_symbols),
+                       "mlflow_window": (peer_url, peer_windows),
+                       "kserve_constant_floor": (floor_url, ours_windows)}  # fmt: skip
+            for clients in (1, 8, 32):
+                for key, (target, bodies) in targets.items():
+                    if target:
+                        by_wrk[key].append(_wrk(target, bodies, clients, seconds))
+                print("wrk", json.dumps({k: v[-1] for k, v in by_wrk.items() if v}), flush=True)
+            results["closed_loop_wrk"] = by_wrk
+        else:
+            print("wrk not on PATH (apt-get install wrk): the wrk pass is skipped", flush=True)
+        if peer_url and args.rounds > 0:
+            results["one_client_rounds"] = _one_client_rounds(
+                (url, ours_windows),
+                (peer_url, peer_windows),
+                args.rounds,
+                min(args.round_seconds, 60.0),
+                ["aiohttp", "wrk"] if not args.no_wrk and shutil.which("wrk") else ["aiohttp"],
+            )
         results["open_loop"] = asyncio.run(_open_loop(url, ours_windows, args.rate, seconds))
         print(json.dumps(results["open_loop"]), flush=True)
 
