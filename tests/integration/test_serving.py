@@ -126,6 +126,29 @@ def test_champion_answer_equals_offline_prediction(demo: Demo, server: Any) -> N
         np.testing.assert_allclose(got, earlier[0], atol=1e-5)
 
 
+def test_serving_code_runs_without_torch(demo: Demo) -> None:
+    """The serving code runs ONNX Runtime only: a Predictor answering a raw window in a
+    fresh process leaves torch unimported (a server image could leave it out). With a Feast
+    repo, Feast 0.67 itself imports torch when it is installed (feast/torch_wrapper.py)."""
+    raw = demo.bundle.test.X[0] * np.asarray(demo.bundle.scaler.scale)
+    raw = raw + np.asarray(demo.bundle.scaler.center)
+    script = f"""
+import json, sys
+from kubetrade.serving.config import ServingConfig
+from kubetrade.serving.predictor import Predictor
+from kubetrade.serving.server import build_model
+config = ServingConfig(tracking_uri={demo.tracking_uri!r})
+predictor = Predictor(config)
+build_model(config, predictor)
+(answer,) = predictor.predict([{{"window": json.loads(sys.argv[1])}}])
+print(json.dumps({{"torch": "torch" in sys.modules, "version": answer.model_version}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(raw.tolist())],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torch": False, "version": "1"}
+
+
 def test_v2_open_inference_protocol(demo: Demo, server: Any) -> None:
     window, _ = _last_test_window(demo, "SYN000")
     raw = window[0] * np.asarray(demo.bundle.scaler.scale) + np.asarray(demo.bundle.scaler.center)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from kubetrade.errors import ConfigError
 from kubetrade.models.fast_dropout import FastDropout, lstm_output, multihead_attention
+from kubetrade.models.labels import CLASS_NAMES, CLASS_POSITIONS
 
 __all__ = [
     "CLASS_NAMES",
@@ -31,11 +32,6 @@ __all__ = [
     "HybridCNNLSTM",
     "ExportWrapper",
 ]
-
-#: Class index -> name, in the guide's order ("Buy/Hold/Sell").
-CLASS_NAMES: tuple[str, str, str] = ("buy", "hold", "sell")
-#: Class index -> trading position used by the financial metrics.
-CLASS_POSITIONS: tuple[float, float, float] = (1.0, 0.0, -1.0)
 
 
 def _split_channels(total: int, parts: int) -> list[int]:

@@ -95,8 +95,8 @@ def load_version(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from kubetrade.models.runtime import onnx_session
     from kubetrade.registry import sha256_file
-    from kubetrade.training.export import onnx_session
 
     try:
         mv = MlflowClient(uri).get_model_version_by_alias(name, alias)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from kubetrade.errors import ExportError
 from kubetrade.models import ExportWrapper, FeatureFusion, HybridCNNLSTM, LSTMTemporalProcessor
+from kubetrade.models.runtime import onnx_session
 
 __all__ = [
     "ExportResult",
@@ -160,24 +161,6 @@ def _export_onnx_module(
 
     onnx.checker.check_model(str(path))
     return path, exporter
-
-
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session (``threads`` intra-op threads when given).
-
-    All graph optimisations, sequential execution (the graph is a chain: inter-op
-    parallelism only adds hand-offs), memory pattern and arena on (the defaults; turning
-    them off measured no faster at batch 1).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class ServingWrapper(nn.Module):
