@@ -158,6 +158,26 @@ async def _open_loop(url: str, bodies: list[Any], rate: float, seconds: float) -
             "p99_ms": round(float(np.percentile(lat, 99)), 2)}  # fmt: skip
 
 
+def _cpuidle() -> dict[str, str]:
+    """The box's idle settings, recorded beside the numbers: a guest whose vCPUs halt at once
+    (``haltpoll`` with ``guest_halt_poll_ns`` 0) pays a wake-up per 1-client round trip
+    (docs/benchmarks.md, Serving)."""
+    out = {}
+    for key, path in (("driver", "/sys/devices/system/cpu/cpuidle/current_driver"),
+                      ("governor", "/sys/devices/system/cpu/cpuidle/current_governor_ro"),
+                      ("guest_halt_poll_ns", "/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+                      ("cpu", "/proc/cpuinfo")):  # fmt: skip
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if key == "cpu":
+            text = next((ln.split(":", 1)[1] for ln in text.splitlines()
+                         if ln.startswith("model name")), "")  # fmt: skip
+        out[key] = text.strip()
+    return out
+
+
 def _wrk(url: str, bodies: list[Any], clients: int, seconds: float) -> dict[str, Any]:
     """The same closed loop driven by wrk (C, one thread, ``clients`` keep-alive connections,
     bench/wrk_post.lua rotating the same bodies): a client that costs the shared 2 cores
@@ -283,7 +303,8 @@ def main() -> int:
     procs = [ours, floor]
     results: dict[str, Any] = {"load_before": os.getloadavg(), "seconds": seconds,
                                "uptime": subprocess.run(["uptime"], capture_output=True,
-                                                        text=True).stdout.strip()}  # fmt: skip
+                                                        text=True).stdout.strip(),
+                               "cpuidle": _cpuidle(), "cpus": os.cpu_count()}  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
         _wait(f"{base}/v2/health/ready", ours)
