@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import threading
 from typing import Any
 
 import pytest
 
 from kubetrade.serving.config import ServingConfig
-from kubetrade.serving.server import PredictFastPath, freeze_startup_heap, loop_factory
+from kubetrade.serving.server import (
+    BusyPollSelector,
+    PredictFastPath,
+    freeze_startup_heap,
+    loop_factory,
+)
 from kubetrade.serving.spec import ServingError
 
 
@@ -137,3 +144,61 @@ def test_freeze_startup_heap_takes_startup_objects_out_of_full_collections() -> 
         assert any(o is later for o in gc.get_objects(generation=2))
     finally:
         gc.unfreeze()
+
+
+def test_busy_polling_is_on_by_default_on_the_asyncio_loop() -> None:
+    config = ServingConfig()
+    assert config.busy_poll_us == 200 and config.event_loop == "auto"
+    loop = loop_factory(config.event_loop, config.busy_poll_us)()
+    try:
+        assert isinstance(loop, asyncio.SelectorEventLoop)
+        selector = loop._selector  # type: ignore[attr-defined]
+        assert isinstance(selector, BusyPollSelector) and selector.spin_seconds == 200e-6
+    finally:
+        loop.close()
+    with pytest.raises(ServingError, match="busy_poll_us needs the asyncio loop"):
+        loop_factory("uvloop", 200)
+    with pytest.raises(ValueError, match="busy_poll_us needs the asyncio loop"):
+        ServingConfig(event_loop="uvloop")
+    assert ServingConfig(event_loop="uvloop", busy_poll_us=0).busy_poll_us == 0
+
+
+def test_busy_poll_selector_finds_data_that_arrives_while_it_spins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import selectors
+
+    blocking: list[float | None] = []  # waits that reach the real selector with a timeout
+    real_select = selectors.DefaultSelector.select
+
+    def counting(self: Any, timeout: float | None = None) -> Any:
+        if timeout != 0:
+            blocking.append(timeout)
+        return real_select(self, timeout)
+
+    monkeypatch.setattr(selectors.DefaultSelector, "select", counting)
+    a, b = socket.socketpair()
+    with a, b:
+        _spin_checks(a, b, blocking)
+
+
+def _spin_checks(a: socket.socket, b: socket.socket, blocking: list[float | None]) -> None:
+    import selectors
+
+    with BusyPollSelector(spin_seconds=5.0) as sel:
+        sel.register(a, selectors.EVENT_READ)
+        assert sel.select(0) == [] and blocking == []  # timeout 0: one poll, no spin
+        timer = threading.Timer(0.05, b.send, args=(b"x",))
+        timer.start()
+        events = sel.select(timeout=30.0)
+        timer.join()
+        assert [key.fileobj for key, _ in events] == [a]
+        assert blocking == []  # found by a poll while spinning: the 30 s wait never began
+        a.recv(1)
+        # nothing arrives: spins for the whole of a shorter timeout, never blocks
+        assert sel.select(timeout=0.02) == [] and blocking == []
+    with BusyPollSelector(spin_seconds=0.01) as sel:
+        sel.register(a, selectors.EVENT_READ)
+        # a longer timeout: spins 10 ms, then waits for the remaining 40 ms
+        assert sel.select(timeout=0.05) == []
+        assert len(blocking) == 1 and blocking[0] == pytest.approx(0.04)

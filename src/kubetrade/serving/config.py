@@ -57,8 +57,15 @@ class ServingConfig(StrictModel):
         "(off by default: two log lines per request on the hot path)",
     )  # fmt: skip
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
-        "auto", description="the server's event loop: uvloop when installed (auto), or the "
-        "standard library's asyncio loop",
+        "auto", description="the server's event loop: auto = the standard library's asyncio "
+        "loop when busy_poll_us > 0 (the polling needs it), else uvloop when installed",
+    )  # fmt: skip
+    busy_poll_us: int = Field(
+        200, ge=0, le=10_000, description="when the event loop runs out of work, it polls its "
+        "sockets without blocking for up to this many microseconds before it sleeps, so a "
+        "request that arrives meanwhile finds the CPU awake (on a VM that halts idle vCPUs "
+        "a 1-client round trip is ~25 percent faster); costs at most this much CPU per idle "
+        "wait. 0: off. asyncio loop only",
     )  # fmt: skip
     predict_fast_path: bool = Field(
         True, description="POST /v1/models/<name>:predict goes straight to KServe's own v1 "
@@ -71,6 +78,9 @@ class ServingConfig(StrictModel):
     def _check(self) -> ServingConfig:
         if self.ab.challenger_weight > 0 and self.ab.challenger_alias == self.alias:
             raise ValueError("ab.challenger_alias must differ from alias")
+        if self.busy_poll_us > 0 and self.event_loop == "uvloop":
+            raise ValueError("busy_poll_us needs the asyncio loop (uvloop's cannot be "
+                             "wrapped): set event_loop: auto or asyncio, or busy_poll_us: 0")  # fmt: skip
         return self
 
 
